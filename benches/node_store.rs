@@ -1,0 +1,80 @@
+//! The NodeStore at 10,000 nodes: lock-free reads (load the snapshot, look a node up by key),
+//! publishing a changed node into a new snapshot, and the whole write path through `State`
+//! (database write, publish, change event) for a map-request update.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use criterion::{criterion_group, criterion_main, Criterion};
+use headscale::config::Config;
+use headscale::db::Db;
+use headscale::state::{NodeEntry, State};
+use headscale::tailcfg::{MapRequest, NodeKey};
+use headscale::testing::{large_tailnet, node};
+
+const NODES: u32 = 10_000;
+
+fn reads(c: &mut Criterion) {
+    let store = ArcSwap::from_pointee(large_tailnet(10, NODES));
+    let key = node(4242, None).node_key;
+    c.bench_function("node_store/read_by_node_key_10k", |b| {
+        b.iter(|| {
+            let snap = store.load();
+            black_box(snap.node_by_key(black_box(&key)).map(|e| e.node.id))
+        })
+    });
+}
+
+fn publish(c: &mut Criterion) {
+    let base = large_tailnet(10, NODES);
+    let mut n = node(4242, Some(3));
+    c.bench_function("node_store/publish_one_change_10k", |b| {
+        b.iter(|| {
+            let mut next = base.clone();
+            n.endpoints = vec!["198.51.100.1:1".parse().expect("valid")];
+            next.put_node(NodeEntry::new(n.clone(), true));
+            black_box(next.version)
+        })
+    });
+}
+
+fn state_write(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = rt.block_on(async {
+        let config = Arc::new(Config::embedded(dir.path()));
+        let db = Db::open(&dir.path().join("bench.sqlite"), true, 1000).expect("db");
+        let state = State::load(config, db).await.expect("state");
+        let user = state.create_user("bench", "", "", "").await.expect("user");
+        let (_, key) = state.create_pre_auth_key(Some(user.id), true, false, None, Vec::new()).await.expect("key");
+        for i in 1..=NODES {
+            let mk = headscale::tailcfg::MachineKey(*node(i, None).machine_key.as_bytes());
+            let req = headscale::tailcfg::RegisterRequest {
+                node_key: node(i, None).node_key,
+                auth: Some(headscale::tailcfg::RegisterAuth { auth_key: key.clone() }),
+                ..Default::default()
+            };
+            state.register(mk, req).await.expect("register");
+        }
+        state
+    });
+    let target: NodeKey = node(4242, None).node_key;
+    let id = state.snapshot().node_by_key(&target).expect("node").node.id;
+    let mut port = 0u16;
+    c.bench_function("state/apply_endpoint_update_10k_sqlite_wal", |b| {
+        b.to_async(&rt).iter(|| {
+            port = port.wrapping_add(1);
+            let req = MapRequest {
+                node_key: target,
+                endpoints: Some(vec![format!("198.51.100.1:{port}").parse().expect("valid")]),
+                ..Default::default()
+            };
+            let state = state.clone();
+            async move { state.apply_map_request(id, &req).await.expect("applies") }
+        })
+    });
+}
+
+criterion_group!(benches, reads, publish, state_write);
+criterion_main!(benches);

@@ -1,0 +1,113 @@
+//! The image the server and client containers run: `cargo build` the `headscale` and `tsnode`
+//! binaries, then a scratch-like root file system ([`RootFs`]) with the stripped binaries, the
+//! libraries they load and a few `/etc` files, tagged by its content hash. No CA certificates
+//! are included: control is plain HTTP and the embedded DERP's self-signed certificate is
+//! accepted by the clients' test build (`InsecureForTests`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+use bollard::Docker;
+
+use crate::rootfs::RootFs;
+
+/// The repository name of the image; the tag is the content hash.
+const REPOSITORY: &str = "hi-tailnet";
+
+/// Where the server binary is inside the image.
+pub const HEADSCALE: &str = "/bin/headscale";
+/// Where the client binary is inside the image.
+pub const TSNODE: &str = "/bin/tsnode";
+
+/// The binaries built for the containers.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// The server (and CLI).
+    pub headscale: PathBuf,
+    /// The client program.
+    pub tsnode: PathBuf,
+}
+
+/// The workspace root (hi lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("hi is inside the workspace").to_path_buf()
+}
+
+/// Builds `headscale` and `tsnode` with cargo (debug unless `release`) and returns their paths,
+/// as cargo reports them. `-p hi` is in the package set so that features resolve as they do
+/// for `cargo run -p hi`, and the shared dependencies are not built twice.
+pub fn build_binaries(release: bool) -> Result<Binaries> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "--message-format=json-render-diagnostics",
+        "-p",
+        "hi",
+        "-p",
+        "headscale",
+        "--bin",
+        "headscale",
+        "-p",
+        "integration",
+        "--bin",
+        "tsnode",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    // `cargo run -p hi` describes hi to it in CARGO_MANIFEST_DIR, CARGO_PKG_* and so on; some
+    // build scripts (ring's) track those, and would rebuild on every switch between the two.
+    for (var, _) in std::env::vars_os() {
+        let name = var.to_string_lossy();
+        if name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_MANIFEST_") || name == "CARGO_CRATE_NAME" {
+            cmd.env_remove(&var);
+        }
+    }
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().context("running cargo build")?;
+    ensure!(out.status.success(), "cargo build of headscale and tsnode failed ({})", out.status);
+    let mut found = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" {
+            if let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str()) {
+                found.insert(name.to_string(), PathBuf::from(exe));
+            }
+        }
+    }
+    let get = |n: &str| found.get(n).cloned().with_context(|| format!("cargo build reported no {n} executable"));
+    Ok(Binaries { headscale: get("headscale")?, tsnode: get("tsnode")? })
+}
+
+/// A copy of `binary` without debug information (smaller images, faster imports).
+fn stripped(binary: &Path, scratch: &Path) -> Result<Vec<u8>> {
+    let copy = scratch.join(binary.file_name().context("binary file name")?);
+    let status = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&copy)
+        .arg(binary)
+        .status()
+        .context("running strip (install binutils)")?;
+    ensure!(status.success(), "strip {} failed", binary.display());
+    std::fs::read(&copy).with_context(|| format!("reading {}", copy.display()))
+}
+
+/// Builds (or finds) the image holding both binaries and returns its tag.
+pub async fn ensure_image(docker: &Docker, bins: &Binaries) -> Result<String> {
+    let scratch = tempfile::tempdir().context("a scratch directory for stripped binaries")?;
+    let mut fs = RootFs::default();
+    for (src, dst) in [(&bins.headscale, HEADSCALE), (&bins.tsnode, TSNODE)] {
+        fs.file(dst, 0o755, stripped(src, scratch.path())?).libraries_of(src)?;
+    }
+    fs.file("/etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+        .file("/etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n")
+        .file("/etc/nsswitch.conf", 0o644, "passwd: files\ngroup: files\nhosts: files dns\n")
+        .dir("/tmp", 0o1777, 0)
+        .dir("/root", 0o700, 0)
+        .dir("/var/lib/headscale", 0o755, 0)
+        .dir("/var/lib/tsnode", 0o755, 0)
+        .dir("/etc/headscale", 0o755, 0);
+    fs.import(docker, REPOSITORY, &["ENV PATH=/bin"]).await
+}

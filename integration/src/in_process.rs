@@ -1,0 +1,145 @@
+//! The in-process world: the server runs in this process on 127.0.0.1 ([`TestServer`]), the
+//! CLI goes through the same code as the `headscale` binary, and each client is a supervised
+//! tailscale-rs [`Node`] in this process. There is no network to cut here, and stopping the
+//! in-process server leaves its open connections served, so `disconnect` and
+//! `restart_server` report [`WorldError::Unsupported`] and those scenarios are skipped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::node::{Node, NodeSpec, Request};
+use crate::scenario::{ClientSpec, Scenario, ServerSetup, Tailnet, Verdict, World, WorldError, ECHO_PORT};
+use crate::{Options, TestServer};
+
+/// The server and clients of one scenario, all in this process.
+pub struct InProcessWorld {
+    server: RwLock<Option<TestServer>>,
+    clients: Mutex<HashMap<String, Arc<Node>>>,
+    keys: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl InProcessWorld {
+    /// Starts a server set up as `setup` asks.
+    pub async fn start(setup: &ServerSetup) -> Result<InProcessWorld> {
+        let mut opts = Options::default();
+        if let Some(t) = setup.ephemeral_timeout {
+            opts.ephemeral_timeout = t;
+        }
+        let server = match TestServer::start_with_policy(opts, setup.policy).await {
+            Ok(s) => s,
+            Err(e) => return Err(policy_refusal(&e).map(anyhow::Error::from).unwrap_or(e)),
+        };
+        let addr = server.running.listen_addr;
+        Ok(InProcessWorld {
+            server: RwLock::new(Some(server)),
+            clients: Mutex::new(HashMap::new()),
+            keys: tempfile::tempdir().context("a directory for client keys")?,
+            addr,
+        })
+    }
+
+    /// Shuts every client and the server down.
+    pub async fn stop(self) {
+        for (_, node) in self.clients.lock().await.drain() {
+            node.shutdown().await;
+        }
+        if let Some(s) = self.server.write().await.take() {
+            s.running.stop().await;
+        }
+    }
+
+    async fn node(&self, name: &str) -> Result<Arc<Node>> {
+        self.clients.lock().await.get(name).cloned().with_context(|| format!("no client named {name}"))
+    }
+}
+
+/// The server's refusal of a policy file, if that is why it did not start.
+fn policy_refusal(e: &anyhow::Error) -> Option<WorldError> {
+    match e.downcast_ref::<headscale::app::AppError>() {
+        Some(headscale::app::AppError::Unsupported(msg)) if msg.contains("policy") => {
+            Some(WorldError::PolicyUnsupported(msg.clone()))
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl World for InProcessWorld {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
+    async fn headscale(&self, args: &[&str]) -> Result<String> {
+        let server = self.server.read().await;
+        let server = server.as_ref().context("the server is stopped")?;
+        server.cli(args).await.with_context(|| format!("headscale {}", args.join(" ")))
+    }
+
+    async fn start_client(&self, spec: &ClientSpec) -> Result<()> {
+        let url = self.server.read().await.as_ref().context("the server is stopped")?.url();
+        let node = Node::start(NodeSpec {
+            control_url: url,
+            hostname: spec.name.clone(),
+            authkey: spec.authkey.clone(),
+            key_file: self.keys.path().join(format!("{}.json", spec.name)),
+            ephemeral: spec.ephemeral,
+            echo_port: ECHO_PORT,
+        })
+        .await?;
+        self.clients.lock().await.insert(spec.name.clone(), Arc::new(node));
+        Ok(())
+    }
+
+    async fn stop_client(&self, name: &str) -> Result<()> {
+        let node = self.clients.lock().await.remove(name).with_context(|| format!("no client named {name}"))?;
+        node.shutdown().await;
+        Ok(())
+    }
+
+    async fn ask(&self, client: &str, request: &Request) -> Result<Value> {
+        self.node(client).await?.handle(request).await
+    }
+
+    async fn disconnect(&self, _client: &str) -> Result<()> {
+        Err(WorldError::Unsupported { world: "in-process", what: "cut one client's network (run it with `hi`)" }.into())
+    }
+
+    async fn reconnect(&self, _client: &str) -> Result<()> {
+        Err(WorldError::Unsupported { world: "in-process", what: "cut one client's network (run it with `hi`)" }.into())
+    }
+
+    async fn restart_server(&self) -> Result<()> {
+        // `Running::stop` stops the listeners but not the connections already accepted: the
+        // old server would keep serving every connected client, and no client would reconnect.
+        Err(WorldError::Unsupported {
+            world: "in-process",
+            what: "restart the server under connected clients (stopping it leaves their connections served; run it with `hi`)",
+        }
+        .into())
+    }
+
+    fn server_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Runs one scenario in a fresh in-process world and returns how it ended.
+pub async fn run(scenario: &Scenario) -> Result<Verdict> {
+    let world = match InProcessWorld::start(&scenario.setup).await {
+        Ok(w) => Arc::new(w),
+        Err(e) => return crate::scenario::skip_if_unsupported(e),
+    };
+    let verdict = (scenario.run)(Tailnet::new(world.clone())).await;
+    match Arc::try_unwrap(world) {
+        Ok(w) => w.stop().await,
+        Err(_) => tracing::warn!("the scenario kept its world; it stops when the process ends"),
+    }
+    verdict
+}

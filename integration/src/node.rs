@@ -1,0 +1,460 @@
+//! One real Tailscale node (a tailscale-rs `Device`) kept alive the way a client daemon keeps
+//! itself alive, and the small command protocol scenarios drive it with.
+//!
+//! tailscale-rs 0.6.1 gives up for good when its control connection fails six times within
+//! about five seconds (a server restart or a cut network is enough), it never dials a DERP
+//! region again once that connection failed (`ts_runtime` `uniderp::start_runner` returns on
+//! the first error), and it has no logout. A [`Node`] therefore watches its device and, when
+//! the device is dead, starts a new one from the same key file, so that the node keeps its
+//! identity across such events; [`Node::restart_if_started_before`] does the same for a DERP
+//! failure its owner noticed, and `login KEY` on purpose with a new auth key. Every restart is
+//! counted and reported in the node's status, so a scenario (and its artifacts) show when it
+//! happened.
+//!
+//! The same [`Node`] runs in-process (the loopback world) and inside each client container
+//! (`tsnode`), where [`Request`] lines arrive on an admin TCP port and each answer is one
+//! JSON line.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// How a node joins: everything `tailscale::Config` needs, plus the echo port.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// The control server (plain http).
+    pub control_url: url::Url,
+    /// The hostname to register.
+    pub hostname: String,
+    /// A pre-auth key; without one the node waits for interactive approval.
+    pub authkey: Option<String>,
+    /// Where the node keeps its keys, so a restarted device is the same node.
+    pub key_file: PathBuf,
+    /// Register as an ephemeral node.
+    pub ephemeral: bool,
+    /// The tailnet port echoed over TCP and UDP.
+    pub echo_port: u16,
+}
+
+/// A command for a node. On the admin port each is one line: `status`, `peer NAME`,
+/// `tcp IP PORT`, `udp IP PORT`, `login AUTHKEY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The node's own state ([`NodeStatus`]).
+    Status,
+    /// What the node knows of a peer ([`PeerStatus`], or `null` when it does not know it).
+    Peer(String),
+    /// A TCP echo exchange with a tailnet address ([`Exchange`]).
+    Tcp(SocketAddr),
+    /// A UDP echo exchange with a tailnet address, resent until answered ([`Exchange`]).
+    Udp(SocketAddr),
+    /// Start over with this auth key and the same node keys (a login after a logout).
+    Login(String),
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Status => write!(f, "status"),
+            Request::Peer(name) => write!(f, "peer {name}"),
+            Request::Tcp(a) => write!(f, "tcp {} {}", a.ip(), a.port()),
+            Request::Udp(a) => write!(f, "udp {} {}", a.ip(), a.port()),
+            Request::Login(key) => write!(f, "login {key}"),
+        }
+    }
+}
+
+impl FromStr for Request {
+    type Err = anyhow::Error;
+
+    fn from_str(line: &str) -> Result<Request> {
+        let addr = |ip: &str, port: &str| -> Result<SocketAddr> {
+            Ok(SocketAddr::new(ip.parse::<IpAddr>().context("bad IP")?, port.parse().context("bad port")?))
+        };
+        match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["status"] => Ok(Request::Status),
+            ["peer", name] => Ok(Request::Peer(name.to_string())),
+            ["tcp", ip, port] => Ok(Request::Tcp(addr(ip, port)?)),
+            ["udp", ip, port] => Ok(Request::Udp(addr(ip, port)?)),
+            ["login", key] => Ok(Request::Login(key.to_string())),
+            _ => bail!("unknown command {line:?}; expected status, peer NAME, tcp IP PORT, udp IP PORT or login KEY"),
+        }
+    }
+}
+
+/// A node's own state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The hostname the node asked for.
+    pub hostname: String,
+    /// The control server accepted the node.
+    pub authorized: bool,
+    /// The URL to approve the node at, while it waits for interactive approval.
+    pub auth_url: Option<String>,
+    /// The tailnet IPv4 address, once the first map arrived.
+    pub ipv4: Option<Ipv4Addr>,
+    /// The tailnet IPv6 address, once the first map arrived.
+    pub ipv6: Option<Ipv6Addr>,
+    /// When the node's key expires, as its own map says.
+    pub key_expiry: Option<DateTime<Utc>>,
+    /// How many times the device was started again (dead device or login).
+    pub restarts: u32,
+}
+
+/// What a node knows of one peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The peer's hostname.
+    pub name: String,
+    /// The peer's tailnet IPv4 address.
+    pub ipv4: Ipv4Addr,
+    /// The peer's home DERP region; without one the peer is unreachable.
+    pub derp_region: Option<u32>,
+    /// Online as control last said; `None` when control has not said.
+    pub online: Option<bool>,
+    /// When the peer's key expires, as control said.
+    pub key_expiry: Option<DateTime<Utc>>,
+}
+
+impl PeerStatus {
+    /// The peer's key has expired.
+    pub fn expired(&self) -> bool {
+        self.key_expiry.is_some_and(|e| e <= Utc::now())
+    }
+}
+
+/// The result of one echo exchange.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Exchange {
+    /// Milliseconds from the first send to the echo.
+    pub ms: f64,
+}
+
+/// How long one TCP or UDP exchange may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `Device::new` may take (it never returns while control is unreachable).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the supervisor checks that the device is alive.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// Failed checks in a row after which the device counts as dead.
+const DEAD_AFTER: u32 = 3;
+
+/// A running device, the echo tasks bound to it, and when it started.
+struct Incarnation {
+    device: Arc<tailscale::Device>,
+    echo: Vec<JoinHandle<()>>,
+    born: Instant,
+}
+
+struct Shared {
+    spec: Mutex<NodeSpec>,
+    current: watch::Sender<Option<Arc<tailscale::Device>>>,
+    restarts: AtomicU32,
+    /// Serializes restarts (the supervisor's and `login`'s).
+    restart_lock: tokio::sync::Mutex<Option<Incarnation>>,
+}
+
+/// A supervised tailscale-rs device; see the module documentation.
+pub struct Node {
+    shared: Arc<Shared>,
+    supervisor: JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts the device (it registers in the background) and its supervisor.
+    pub async fn start(spec: NodeSpec) -> Result<Node> {
+        let incarnation = incarnate(&spec).await?;
+        let (current, _) = watch::channel(Some(incarnation.device.clone()));
+        let shared = Arc::new(Shared {
+            spec: Mutex::new(spec),
+            current,
+            restarts: AtomicU32::new(0),
+            restart_lock: tokio::sync::Mutex::new(Some(incarnation)),
+        });
+        let supervisor = tokio::spawn(supervise(shared.clone()));
+        Ok(Node { shared, supervisor })
+    }
+
+    /// The hostname this node registers.
+    pub fn hostname(&self) -> String {
+        self.shared.spec.lock().expect("spec lock").hostname.clone()
+    }
+
+    /// Answers one request; the JSON is what the admin port sends back.
+    pub async fn handle(&self, request: &Request) -> Result<Value> {
+        Ok(match request {
+            Request::Status => serde_json::to_value(self.status().await?)?,
+            Request::Peer(name) => serde_json::to_value(self.peer(name).await?)?,
+            Request::Tcp(addr) => serde_json::to_value(self.tcp(*addr).await?)?,
+            Request::Udp(addr) => serde_json::to_value(self.udp(*addr).await?)?,
+            Request::Login(key) => {
+                self.shared.spec.lock().expect("spec lock").authkey = Some(key.clone());
+                restart(&self.shared, "login with a new auth key", None).await?;
+                serde_json::to_value(self.status().await?)?
+            }
+        })
+    }
+
+    /// Starts the device again, keeping its keys, if it was started before `seen` — for a
+    /// failure seen at `seen` that tailscale-rs does not recover from by itself.
+    pub async fn restart_if_started_before(&self, seen: Instant, why: &str) -> Result<()> {
+        restart(&self.shared, why, Some(seen)).await
+    }
+
+    /// Stops the supervisor and shuts the device down.
+    pub async fn shutdown(&self) {
+        self.supervisor.abort();
+        if let Some(old) = self.shared.restart_lock.lock().await.take() {
+            self.shared.current.send_replace(None);
+            retire(old).await;
+        }
+    }
+
+    async fn device(&self) -> Result<Arc<tailscale::Device>> {
+        let mut rx = self.shared.current.subscribe();
+        let dev = timeout(START_TIMEOUT, rx.wait_for(Option::is_some))
+            .await
+            .context("the device is restarting and did not come back")?
+            .context("the node is shut down")?;
+        Ok(dev.clone().expect("waited for Some"))
+    }
+
+    async fn status(&self) -> Result<NodeStatus> {
+        let dev = self.device().await?;
+        let quick = Duration::from_millis(500);
+        let auth = timeout(quick, dev.is_authorized()).await.ok().and_then(Result::ok);
+        let me = timeout(quick, dev.self_node()).await.ok().and_then(Result::ok);
+        Ok(NodeStatus {
+            hostname: self.hostname(),
+            authorized: matches!(auth, Some(tailscale::AuthState::Authorized)),
+            auth_url: match auth {
+                Some(tailscale::AuthState::NotAuthorized(u)) => Some(u.to_string()),
+                _ => None,
+            },
+            ipv4: me.as_ref().map(|n| n.tailnet_address.ipv4.addr()),
+            ipv6: me.as_ref().map(|n| n.tailnet_address.ipv6.addr()),
+            key_expiry: me.and_then(|n| n.node_key_expiry),
+            restarts: self.shared.restarts.load(Ordering::Relaxed),
+        })
+    }
+
+    async fn peer(&self, name: &str) -> Result<Option<PeerStatus>> {
+        let dev = self.device().await?;
+        let Some(p) = timeout(Duration::from_secs(5), dev.peer_by_name(name)).await.context("peer lookup timed out")??
+        else {
+            return Ok(None);
+        };
+        Ok(Some(PeerStatus {
+            name: p.hostname.clone(),
+            ipv4: p.tailnet_address.ipv4.addr(),
+            derp_region: p.derp_region.map(|r| r.0.get()),
+            online: match p.status {
+                ts_control::NodeStatus::Online => Some(true),
+                ts_control::NodeStatus::Offline(_) => Some(false),
+                ts_control::NodeStatus::Unknown => None,
+            },
+            key_expiry: p.node_key_expiry,
+        }))
+    }
+
+    async fn tcp(&self, to: SocketAddr) -> Result<Exchange> {
+        let dev = self.device().await?;
+        let start = Instant::now();
+        let payload = format!("tcp echo from {} at {:?}", self.hostname(), start);
+        let mut c = timeout(EXCHANGE_TIMEOUT, dev.tcp_connect(to))
+            .await
+            .with_context(|| format!("TCP connect to {to} timed out"))??;
+        c.write_all(payload.as_bytes()).await?;
+        let mut echo = vec![0u8; payload.len()];
+        timeout(EXCHANGE_TIMEOUT, c.read_exact(&mut echo))
+            .await
+            .with_context(|| format!("no TCP echo from {to}"))??;
+        ensure!(echo == payload.as_bytes(), "the TCP echo from {to} differs from what was sent");
+        Ok(Exchange { ms: start.elapsed().as_secs_f64() * 1000.0 })
+    }
+
+    async fn udp(&self, to: SocketAddr) -> Result<Exchange> {
+        let dev = self.device().await?;
+        let me = dev.ipv4_addr().await?;
+        // The netstack has no ephemeral UDP ports: pick one.
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), 20_000..60_000);
+        let sock = dev.udp_bind(SocketAddr::from((me, port))).await?;
+        let payload = format!("udp echo from {}", self.hostname());
+        let start = Instant::now();
+        let mut buf = [0u8; 256];
+        while start.elapsed() < EXCHANGE_TIMEOUT {
+            sock.send_to(to, payload.as_bytes()).await?;
+            if let Ok(Ok((from, n))) = timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
+                if from == to && &buf[..n] == payload.as_bytes() {
+                    return Ok(Exchange { ms: start.elapsed().as_secs_f64() * 1000.0 });
+                }
+            }
+        }
+        bail!("no UDP echo from {to} within {EXCHANGE_TIMEOUT:?}")
+    }
+}
+
+/// Starts a device for `spec` and its echo servers. Control must accept connections first:
+/// `Device::new` never returns if its one dial attempt fails.
+async fn incarnate(spec: &NodeSpec) -> Result<Incarnation> {
+    let host = spec.control_url.host_str().context("control URL without a host")?;
+    let port = spec.control_url.port_or_known_default().context("control URL without a port")?;
+    timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host, port)))
+        .await
+        .with_context(|| format!("the control server {} does not accept connections", spec.control_url))?
+        .with_context(|| format!("the control server {} does not accept connections", spec.control_url))?;
+    let mut cfg = tailscale::Config::default_with_key_file(&spec.key_file)
+        .await
+        .with_context(|| format!("loading or creating the key file {}", spec.key_file.display()))?;
+    cfg.control_server_url = spec.control_url.clone();
+    cfg.requested_hostname = Some(spec.hostname.clone());
+    cfg.ephemeral = spec.ephemeral;
+    let device = timeout(START_TIMEOUT, tailscale::Device::new(&cfg, spec.authkey.clone()))
+        .await
+        .with_context(|| format!("the control server {} did not answer", spec.control_url))?
+        .context("starting the tailscale device")?;
+    let device = Arc::new(device);
+    let echo = vec![
+        tokio::spawn(echo_tcp(device.clone(), spec.echo_port)),
+        tokio::spawn(echo_udp(device.clone(), spec.echo_port)),
+    ];
+    Ok(Incarnation { device, echo, born: Instant::now() })
+}
+
+/// Stops an incarnation's echo tasks and shuts its device down.
+async fn retire(old: Incarnation) {
+    for t in &old.echo {
+        t.abort();
+    }
+    for t in old.echo {
+        let _ = t.await;
+    }
+    // Requests in flight may still hold the device for a moment.
+    let mut device = old.device;
+    for _ in 0..50 {
+        match Arc::try_unwrap(device) {
+            Ok(d) => {
+                d.shutdown(Some(Duration::from_secs(2))).await;
+                return;
+            }
+            Err(shared) => device = shared,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("the old device is still in use; dropping it without a shutdown");
+}
+
+/// Replaces the device with a new one from the same key file, retrying until one starts.
+/// With `started_before`, only a device started before then is replaced (a failure seen then
+/// may come from a device already replaced).
+async fn restart(shared: &Shared, why: &str, started_before: Option<Instant>) -> Result<()> {
+    let mut slot = shared.restart_lock.lock().await;
+    let Some(old) = slot.take() else { bail!("the node is shut down") };
+    if started_before.is_some_and(|t| old.born >= t) {
+        *slot = Some(old);
+        return Ok(());
+    }
+    shared.current.send_replace(None);
+    retire(old).await;
+    let n = shared.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::warn!(restart = n, reason = why, "starting the device again");
+    let mut attempt = 0u32;
+    loop {
+        let spec = shared.spec.lock().expect("spec lock").clone();
+        match incarnate(&spec).await {
+            Ok(inc) => {
+                shared.current.send_replace(Some(inc.device.clone()));
+                *slot = Some(inc);
+                tracing::info!(restart = n, "the device is running again");
+                return Ok(());
+            }
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %format!("{e:#}"), attempt, "the device did not start; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Watches the device and restarts it when it stopped answering for good.
+async fn supervise(shared: Arc<Shared>) {
+    let mut failures = 0u32;
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let Some(dev) = shared.current.borrow().clone() else { continue };
+        // `self_node` waits for the first map; only an error (not a wait) means dead.
+        match timeout(Duration::from_millis(500), dev.self_node()).await {
+            Ok(Err(_)) => failures += 1,
+            _ => failures = 0,
+        }
+        drop(dev);
+        if failures >= DEAD_AFTER {
+            failures = 0;
+            let _ = restart(&shared, "the device stopped (control unreachable too often)", None).await;
+        }
+    }
+}
+
+async fn echo_tcp(dev: Arc<tailscale::Device>, port: u16) {
+    let Ok(ip) = dev.ipv4_addr().await else { return };
+    let listener = match dev.tcp_listen(SocketAddr::from((ip, port))).await {
+        Ok(l) => l,
+        Err(e) => return tracing::warn!(error = %e, "cannot listen for TCP echo"),
+    };
+    while let Ok(mut s) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+async fn echo_udp(dev: Arc<tailscale::Device>, port: u16) {
+    let Ok(ip) = dev.ipv4_addr().await else { return };
+    let sock = match dev.udp_bind(SocketAddr::from((ip, port))).await {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(error = %e, "cannot bind the UDP echo"),
+    };
+    let mut buf = [0u8; 2048];
+    while let Ok((from, n)) = sock.recv_from(&mut buf).await {
+        let _ = sock.send_to(from, &buf[..n]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_through_their_line_form() {
+        for r in [
+            Request::Status,
+            Request::Peer("node-a".into()),
+            Request::Tcp("100.64.0.1:7000".parse().unwrap()),
+            Request::Udp("100.64.0.2:7000".parse().unwrap()),
+            Request::Login("hskey-auth-x".into()),
+        ] {
+            assert_eq!(r.to_string().parse::<Request>().unwrap(), r);
+        }
+        assert!("peer".parse::<Request>().is_err());
+        assert!("tcp 1.2.3.4 x".parse::<Request>().is_err());
+    }
+}

@@ -1,0 +1,372 @@
+//! The scenario API: a scenario is written once against [`Tailnet`], which drives a [`World`]
+//! — the server in this process with tailscale-rs clients on loopback (`cargo test`, see
+//! `in_process`), or the server and one container per client on a private Docker network
+//! (`hi run`). Users and keys are made with the real `headscale` CLI, clients are real
+//! tailscale-rs nodes ([`crate::node::Node`]), and every wait says what it waited for.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::eventually;
+use crate::node::{Exchange, NodeStatus, PeerStatus, Request};
+
+/// The tailnet port every client echoes TCP and UDP on.
+pub const ECHO_PORT: u16 = 7000;
+
+/// How the server of a scenario is set up before it starts.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSetup {
+    /// `node.ephemeral.inactivity_timeout`; the server's default when `None`.
+    pub ephemeral_timeout: Option<Duration>,
+    /// A policy file (HuJSON) given to the server as `policy.path`.
+    pub policy: Option<&'static str>,
+}
+
+/// A client to start.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// Its hostname, also its name in the world.
+    pub name: String,
+    /// A pre-auth key; without one it waits for interactive approval.
+    pub authkey: Option<String>,
+    /// Register as an ephemeral node.
+    pub ephemeral: bool,
+}
+
+/// Why a world could not be made; the runner reports these as skips, not failures.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    /// The server refused the scenario's policy because it has no policy engine.
+    #[error("the server does not enforce policies yet: {0}")]
+    PolicyUnsupported(String),
+    /// The world cannot do what the scenario needs.
+    #[error("the {world} world cannot {what}")]
+    Unsupported { world: &'static str, what: &'static str },
+}
+
+/// Where a scenario runs: the server, its CLI and the clients.
+#[async_trait]
+pub trait World: Send + Sync {
+    /// A short name for messages: "in-process" or "docker".
+    fn kind(&self) -> &'static str;
+    /// Runs `headscale ARGS` against the server and returns what it printed.
+    async fn headscale(&self, args: &[&str]) -> Result<String>;
+    /// Starts a client; it registers in the background.
+    async fn start_client(&self, spec: &ClientSpec) -> Result<()>;
+    /// Stops a client the way a user quits it.
+    async fn stop_client(&self, name: &str) -> Result<()>;
+    /// Sends a request to a client and returns its JSON answer.
+    async fn ask(&self, client: &str, request: &Request) -> Result<Value>;
+    /// Cuts a client off the network (its process keeps running).
+    async fn disconnect(&self, client: &str) -> Result<()>;
+    /// Gives a disconnected client its network back, with the same address.
+    async fn reconnect(&self, client: &str) -> Result<()>;
+    /// Stops the server and starts it again on the same database and keys.
+    async fn restart_server(&self) -> Result<()>;
+    /// The server's main listener (control, `/derp`), as reachable from this process.
+    fn server_addr(&self) -> SocketAddr;
+}
+
+/// How a scenario ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Everything it checked held.
+    Passed,
+    /// It could not run here; the text says why.
+    Skipped(String),
+}
+
+/// A scenario's body.
+pub type ScenarioFuture = Pin<Box<dyn Future<Output = Result<Verdict>> + Send>>;
+
+/// A named scenario and the server it needs.
+pub struct Scenario {
+    /// CamelCase, matched by `hi run PATTERN`.
+    pub name: &'static str,
+    /// One line on what it proves.
+    pub about: &'static str,
+    /// The server it needs.
+    pub setup: ServerSetup,
+    /// Its body.
+    pub run: fn(Tailnet) -> ScenarioFuture,
+}
+
+/// Matches `name` against a glob with `*` and `?`, ignoring case.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b) && go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    go(&p, &n)
+}
+
+/// Turns a world error into a skip when it is one of the [`WorldError`]s.
+pub fn skip_if_unsupported(err: anyhow::Error) -> Result<Verdict> {
+    match err.downcast_ref::<WorldError>() {
+        Some(e) => Ok(Verdict::Skipped(e.to_string())),
+        None => Err(err),
+    }
+}
+
+/// A pre-auth key as `headscale preauthkeys create -o json` prints it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthKey {
+    /// The key's id (for `preauthkeys expire`).
+    #[serde(deserialize_with = "id_text")]
+    pub id: u64,
+    /// The full key, as clients use it.
+    pub key: String,
+}
+
+/// A node as `headscale nodes list -o json` prints it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerNode {
+    /// The node id (for `nodes expire`, `nodes delete`).
+    #[serde(deserialize_with = "id_text")]
+    pub id: u64,
+    /// The hostname the node reported.
+    pub name: String,
+    /// Its DNS label in the tailnet.
+    pub given_name: String,
+    /// Its tailnet addresses.
+    #[serde(default)]
+    pub ip_addresses: Vec<String>,
+    /// It has a map session open.
+    #[serde(default)]
+    pub online: bool,
+    /// Its owner; tagged nodes have none.
+    pub user: Option<ServerUser>,
+    /// When its key expires.
+    pub expiry: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ServerNode {
+    /// Its key has expired.
+    pub fn expired(&self) -> bool {
+        self.expiry.is_some_and(|e| e <= chrono::Utc::now())
+    }
+}
+
+/// The owner of a node, as the CLI prints it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerUser {
+    /// The user name.
+    pub name: String,
+}
+
+/// The CLI prints 64-bit ids as JSON strings.
+fn id_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = Value::deserialize(d)?;
+    match &v {
+        Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+        Value::Number(n) => n.as_u64().ok_or_else(|| serde::de::Error::custom("negative id")),
+        _ => Err(serde::de::Error::custom(format!("expected an id, got {v}"))),
+    }
+}
+
+/// Options of `preauthkeys create`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyOptions {
+    /// `--reusable`.
+    pub reusable: bool,
+    /// `--ephemeral`.
+    pub ephemeral: bool,
+    /// `--tags`, comma-separated (`tag:a,tag:b`).
+    pub tags: Option<&'static str>,
+}
+
+/// How long joining, and waiting for a change to reach a node, may take.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// What scenarios are written against: typed helpers over a [`World`].
+#[derive(Clone)]
+pub struct Tailnet {
+    world: std::sync::Arc<dyn World>,
+}
+
+impl Tailnet {
+    /// Wraps a world.
+    pub fn new(world: std::sync::Arc<dyn World>) -> Tailnet {
+        Tailnet { world }
+    }
+
+    /// The world underneath.
+    pub fn world(&self) -> &dyn World {
+        self.world.as_ref()
+    }
+
+    /// Runs the `headscale` CLI with `-o json` and parses what it prints.
+    pub async fn cli_json<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.world.headscale(&all).await?;
+        serde_json::from_str(&out).with_context(|| format!("reading the output of `headscale {}`: {out}", args.join(" ")))
+    }
+
+    /// Creates a user with `headscale users create` and returns its id.
+    pub async fn user(&self, name: &str) -> Result<u64> {
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(deserialize_with = "id_text")]
+            id: u64,
+        }
+        Ok(self.cli_json::<Created>(&["users", "create", name]).await?.id)
+    }
+
+    /// Creates a pre-auth key with `headscale preauthkeys create`.
+    pub async fn key(&self, user: u64, opts: KeyOptions) -> Result<AuthKey> {
+        let user = user.to_string();
+        let mut args = vec!["preauthkeys", "create", "-u", &user];
+        if opts.reusable {
+            args.push("--reusable");
+        }
+        if opts.ephemeral {
+            args.push("--ephemeral");
+        }
+        if let Some(tags) = opts.tags {
+            args.extend(["--tags", tags]);
+        }
+        self.cli_json(&args).await
+    }
+
+    /// The nodes the server knows (`headscale nodes list`).
+    pub async fn nodes(&self) -> Result<Vec<ServerNode>> {
+        self.cli_json(&["nodes", "list"]).await
+    }
+
+    /// The server's record of the node named `name`.
+    pub async fn node(&self, name: &str) -> Result<ServerNode> {
+        self.nodes()
+            .await?
+            .into_iter()
+            .find(|n| n.given_name == name || n.name == name)
+            .with_context(|| format!("the server has no node named {name}"))
+    }
+
+    /// Starts a client without waiting for it.
+    pub async fn start(&self, name: &str, authkey: Option<&str>, ephemeral: bool) -> Result<()> {
+        self.world
+            .start_client(&ClientSpec { name: name.into(), authkey: authkey.map(str::to_string), ephemeral })
+            .await
+            .with_context(|| format!("starting client {name}"))
+    }
+
+    /// Starts a client with `authkey` and waits until it has its address.
+    pub async fn join(&self, name: &str, authkey: &str) -> Result<NodeStatus> {
+        self.start(name, Some(authkey), false).await?;
+        self.joined(name).await
+    }
+
+    /// Waits until a started client is authorized and has its address.
+    pub async fn joined(&self, name: &str) -> Result<NodeStatus> {
+        eventually(&format!("{name} to be authorized with an address"), SETTLE, || async {
+            self.status(name).await.ok().filter(|s| s.authorized && s.ipv4.is_some())
+        })
+        .await
+    }
+
+    /// Sends a request and decodes the answer.
+    async fn ask<T: DeserializeOwned>(&self, client: &str, request: Request) -> Result<T> {
+        let v = self.world.ask(client, &request).await.with_context(|| format!("asking {client}: {request}"))?;
+        serde_json::from_value(v).map_err(|e| anyhow!("{client} answered `{request}` with something unexpected: {e}"))
+    }
+
+    /// A client's own state.
+    pub async fn status(&self, client: &str) -> Result<NodeStatus> {
+        self.ask(client, Request::Status).await
+    }
+
+    /// What `client` knows of `peer`.
+    pub async fn peer(&self, client: &str, peer: &str) -> Result<Option<PeerStatus>> {
+        self.ask(client, Request::Peer(peer.into())).await
+    }
+
+    /// Waits until `client` sees `peer` in a state that `ok` accepts, described by `what`.
+    pub async fn await_peer(
+        &self,
+        client: &str,
+        peer: &str,
+        what: &str,
+        ok: impl Fn(&PeerStatus) -> bool,
+    ) -> Result<PeerStatus> {
+        eventually(&format!("{client} to see {peer} {what}"), SETTLE, || async {
+            self.peer(client, peer).await.ok().flatten().filter(|p| ok(p))
+        })
+        .await
+    }
+
+    /// Waits until `client` sees `peer` online with a home DERP region (reachable).
+    pub async fn await_reachable(&self, client: &str, peer: &str) -> Result<PeerStatus> {
+        self.await_peer(client, peer, "online with a home DERP", |p| p.derp_region.is_some() && p.online != Some(false))
+            .await
+    }
+
+    /// Waits until `client` no longer has `peer` in its map.
+    pub async fn await_gone(&self, client: &str, peer: &str) -> Result<()> {
+        eventually(&format!("{client} to drop {peer}"), SETTLE, || async {
+            matches!(self.peer(client, peer).await, Ok(None)).then_some(())
+        })
+        .await
+    }
+
+    async fn ipv4(&self, client: &str) -> Result<Ipv4Addr> {
+        self.status(client).await?.ipv4.with_context(|| format!("{client} has no tailnet address"))
+    }
+
+    /// A TCP echo exchange from `from` to `to` over the tailnet.
+    pub async fn tcp(&self, from: &str, to: &str) -> Result<Exchange> {
+        let addr = SocketAddr::from((self.ipv4(to).await?, ECHO_PORT));
+        self.ask(from, Request::Tcp(addr)).await.with_context(|| format!("TCP from {from} to {to}"))
+    }
+
+    /// A UDP echo exchange from `from` to `to` over the tailnet.
+    pub async fn udp(&self, from: &str, to: &str) -> Result<Exchange> {
+        let addr = SocketAddr::from((self.ipv4(to).await?, ECHO_PORT));
+        self.ask(from, Request::Udp(addr)).await.with_context(|| format!("UDP from {from} to {to}"))
+    }
+
+    /// Checks that `from` cannot reach `to` over TCP.
+    pub async fn tcp_fails(&self, from: &str, to: &str) -> Result<()> {
+        match self.tcp(from, to).await {
+            Ok(x) => bail!("{from} reached {to} over TCP in {:.0} ms, but must not", x.ms),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Logs `client` in again with `authkey`, keeping its node keys.
+    pub async fn login(&self, client: &str, authkey: &str) -> Result<NodeStatus> {
+        self.ask(client, Request::Login(authkey.into())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_scenario_names() {
+        assert!(glob_match("PingAll*", "PingAllTcpUdp"));
+        assert!(glob_match("pingall*", "PingAllTcpUdp"));
+        assert!(glob_match("*", "DerpAdmission"));
+        assert!(glob_match("PreAuthKey????", "PreAuthKeyOnce"));
+        assert!(glob_match("*Key*", "PreAuthKeyExpired"));
+        assert!(!glob_match("PingAll", "PingAllTcpUdp"));
+        assert!(!glob_match("Acl?", "AclTags"));
+    }
+}

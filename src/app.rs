@@ -1,0 +1,368 @@
+//! Wiring: loads keys and the database, builds `State`, binds the listeners (HTTP, DERP over
+//! TLS, STUN, the local gRPC socket), starts the background jobs, and stops them all on
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::control::Control;
+use crate::db::{Db, DbError};
+use crate::derp::{self, DerpServer};
+use crate::http::Router;
+use crate::mapper::MapContext;
+use crate::policy::Policy;
+use crate::state::{Change, State, StateError};
+use crate::tailcfg::{DerpMap, DerpNode, DerpRegion, DnsConfig, NodeKey, PrivateKey};
+
+/// Start-up failed; the message names what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("key file {path}: {message}")]
+    KeyFile { path: String, message: String },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: String, source: std::io::Error },
+    #[error("TLS for the embedded DERP server: {0}")]
+    Tls(#[from] derp::TlsError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Grpc(#[from] crate::grpc::GrpcError),
+}
+
+/// Reads a `privkey:<hex>` key file, or creates one (mode 0600) if it does not exist.
+pub fn load_or_generate_key(path: &Path) -> Result<PrivateKey, AppError> {
+    let err = |message: String| AppError::KeyFile { path: path.display().to_string(), message };
+    match std::fs::read_to_string(path) {
+        Ok(text) => PrivateKey::parse(text.trim()).map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create directory: {e}")))?;
+            }
+            let key = PrivateKey::generate();
+            write_private(path, &key.to_string()).map_err(|e| err(format!("cannot write: {e}")))?;
+            tracing::info!(path = %path.display(), "generated a new private key");
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(content.as_bytes())
+}
+
+/// Opens the configured database.
+pub fn open_database(config: &Config) -> Result<Db, AppError> {
+    let s = &config.database.sqlite;
+    Ok(Db::open(&s.path, s.write_ahead_log, s.wal_autocheckpoint)?)
+}
+
+/// Checks everything `serve` would need, without listening (`headscale configtest`).
+pub fn check(config: &Config) -> Result<(), AppError> {
+    reject_unsupported(config)?;
+    crate::grpc::check_remote(config)?;
+    load_or_generate_key(&config.noise.private_key_path)?;
+    if config.derp.server.enabled {
+        load_or_generate_key(&config.derp.server.private_key_path)?;
+    }
+    open_database(config)?;
+    Ok(())
+}
+
+/// Refuses settings this version cannot honour, rather than silently ignoring them.
+fn reject_unsupported(config: &Config) -> Result<(), AppError> {
+    if !config.policy.path.is_empty() {
+        return Err(AppError::Unsupported(format!(
+            "policy.path is set ({}), but this version does not enforce policies yet; remove it to allow all traffic",
+            config.policy.path
+        )));
+    }
+    if !config.tls_cert_path.is_empty() || !config.tls_letsencrypt_hostname.is_empty() {
+        return Err(AppError::Unsupported(
+            "TLS on listen_addr (tls_cert_path, tls_letsencrypt_hostname) is not supported yet; terminate TLS in a proxy".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A running server: its bound addresses and a handle to stop it.
+pub struct Running {
+    pub state: Arc<State>,
+    pub listen_addr: SocketAddr,
+    pub derp_tls_addr: Option<SocketAddr>,
+    pub stun_addr: Option<SocketAddr>,
+    /// The remote gRPC listener's address, when `grpc_listen_addr` is set.
+    pub grpc_addr: Option<SocketAddr>,
+    pub derp: Option<Arc<DerpServer>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops every listener and job and waits for them.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+async fn bind_tcp(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr).await.map_err(|source| AppError::Bind { what, addr: addr.to_string(), source })
+}
+
+/// Starts the server described by `config`.
+pub async fn start(mut config: Config) -> Result<Running, AppError> {
+    reject_unsupported(&config)?;
+    if !config.derp.urls.is_empty() || !config.derp.paths.is_empty() {
+        tracing::warn!("derp.urls and derp.paths are not read by this version; only the embedded DERP region is served");
+    }
+    if !config.oidc.is_null() {
+        tracing::warn!("OIDC is not supported by this version; use pre-auth keys or `headscale auth register`");
+    }
+    let noise_key = load_or_generate_key(&config.noise.private_key_path)?;
+    let listener = bind_tcp("listen_addr", &config.listen_addr).await?;
+    let grpc_listener = crate::grpc::bind_tcp(&config).await?;
+    let grpc_addr = grpc_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let listen_addr = listener.local_addr().map_err(|source| AppError::Bind {
+        what: "listen_addr",
+        addr: config.listen_addr.clone(),
+        source,
+    })?;
+    fix_server_url_port(&mut config, listen_addr.port());
+    let db = open_database(&config)?;
+    let config = Arc::new(config);
+    let state = State::load(config.clone(), db).await?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = Vec::new();
+
+    let d = &config.derp.server;
+    let (mut derp_server, mut derp_tls_addr, mut stun_addr) = (None, None, None);
+    if d.enabled {
+        let key = load_or_generate_key(&d.private_key_path)?;
+        let admission: derp::Admission = if d.verify_clients {
+            let st = state.clone();
+            Arc::new(move |k: &[u8; 32]| st.snapshot().node_by_key(&NodeKey(*k)).is_some())
+        } else {
+            derp::admit_all()
+        };
+        let server = Arc::new(DerpServer::new(key.0, admission));
+        if !d.tls_listen_addr.is_empty() {
+            let l = bind_tcp("derp.server.tls_listen_addr", &d.tls_listen_addr).await?;
+            derp_tls_addr = l.local_addr().ok();
+            let host = server_host(&config);
+            let tls = Arc::new(derp::self_signed_config(&[host, "localhost".into()])?);
+            if !d.tls_self_signed {
+                return Err(AppError::Unsupported(
+                    "derp.server.tls_listen_addr needs derp.server.tls_self_signed: true (certificate files are not supported yet)".into(),
+                ));
+            }
+            tasks.push(tokio::spawn(derp::serve_tls(l, tls, server.clone(), stopped())));
+        }
+        let udp = UdpSocket::bind(&d.stun_listen_addr).await.map_err(|source| AppError::Bind {
+            what: "derp.server.stun_listen_addr",
+            addr: d.stun_listen_addr.clone(),
+            source,
+        })?;
+        stun_addr = udp.local_addr().ok();
+        tasks.push(tokio::spawn(derp::serve_stun(udp, stopped())));
+        if d.verify_clients {
+            tasks.push(tokio::spawn(evict_unknown_derp_clients(state.clone(), server.clone(), stopped())));
+        }
+        derp_server = Some(server);
+    }
+
+    let derp_map = Arc::new(derp_map(&config, listen_addr, derp_tls_addr, stun_addr));
+    let control = Arc::new(Control {
+        state: state.clone(),
+        noise_key,
+        map: MapContext {
+            base_domain: config.dns.base_domain.clone(),
+            derp_map,
+            dns: dns_config(&config),
+            policy: Policy::allow_all(),
+        },
+    });
+    let router = Arc::new(Router { control, derp: derp_server.clone() });
+    tasks.push(tokio::spawn(serve_http(listener, router, stopped())));
+    tasks.push(tokio::spawn(expiry_ticker(state.clone(), stopped())));
+    let socket_state = state.clone();
+    let socket = config.unix_socket.clone();
+    let permission = u32::from_str_radix(config.unix_socket_permission.trim_start_matches("0o"), 8).unwrap_or(0o770);
+    let grpc_stop = stopped();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = crate::grpc::serve_unix(&socket, permission, socket_state, grpc_stop).await {
+            tracing::error!(error = %e, path = %socket.display(), "the local API socket stopped");
+        }
+    }));
+    if let Some(l) = grpc_listener {
+        tasks.push(tokio::spawn(crate::grpc::serve_tcp(l, state.clone(), stopped())));
+    }
+    tracing::info!(%listen_addr, derp_tls = ?derp_tls_addr, stun = ?stun_addr, socket = %config.unix_socket.display(), "headscale is serving");
+    Ok(Running { state, listen_addr, derp_tls_addr, stun_addr, grpc_addr, derp: derp_server, shutdown, tasks })
+}
+
+/// With `listen_addr` on port 0, the server URL names the port actually bound.
+fn fix_server_url_port(config: &mut Config, port: u16) {
+    if let Ok(uri) = config.server_url.parse::<http::Uri>() {
+        if uri.port_u16() == Some(0) {
+            config.server_url = config.server_url.replacen(":0", &format!(":{port}"), 1);
+        }
+    }
+}
+
+fn server_host(config: &Config) -> String {
+    config
+        .server_url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_string()))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The DERP map: the embedded region, with the addresses the server actually bound.
+fn derp_map(config: &Config, listen: SocketAddr, tls: Option<SocketAddr>, stun: Option<SocketAddr>) -> DerpMap {
+    let d = &config.derp.server;
+    let mut map = DerpMap::default();
+    if d.enabled && d.automatically_add_embedded_derp_region {
+        let port = tls.map(|a| a.port()).unwrap_or_else(|| {
+            config.server_url.parse::<http::Uri>().ok().and_then(|u| u.port_u16()).unwrap_or(listen.port())
+        });
+        let node = DerpNode {
+            name: format!("{}a", d.region_id),
+            region_id: d.region_id,
+            host_name: server_host(config),
+            ipv4: d.ipv4.clone(),
+            ipv6: d.ipv6.clone(),
+            stun_port: stun.map(|a| a.port() as i32).unwrap_or(-1),
+            derp_port: port,
+            insecure_for_tests: d.tls_self_signed,
+            can_port_80: false,
+        };
+        map.regions.insert(
+            d.region_id,
+            DerpRegion {
+                region_id: d.region_id,
+                region_code: d.region_code.clone(),
+                region_name: d.region_name.clone(),
+                nodes: vec![node],
+            },
+        );
+    }
+    map
+}
+
+/// The DNS configuration sent to nodes, if MagicDNS or resolvers are configured.
+fn dns_config(config: &Config) -> Option<Arc<DnsConfig>> {
+    let dns = &config.dns;
+    let resolvers: Vec<_> = dns
+        .nameservers
+        .global
+        .iter()
+        .map(|a| crate::tailcfg::DnsResolver { addr: a.clone() })
+        .collect();
+    let mut domains = Vec::new();
+    if dns.magic_dns && !dns.base_domain.is_empty() {
+        domains.push(dns.base_domain.clone());
+    }
+    domains.extend(dns.search_domains.iter().cloned());
+    let routes = dns
+        .nameservers
+        .split
+        .iter()
+        .map(|(d, rs)| (d.clone(), rs.iter().map(|a| crate::tailcfg::DnsResolver { addr: a.clone() }).collect()))
+        .collect();
+    let cfg = DnsConfig { resolvers, routes, domains, proxied: dns.magic_dns };
+    (cfg != DnsConfig::default()).then(|| Arc::new(cfg))
+}
+
+async fn serve_http(listener: TcpListener, router: Arc<Router>, stopped: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stopped);
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            _ = &mut stopped => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| router.clone().route(req));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Closes the DERP connections of node keys that no longer exist (deleted nodes, rotated
+/// keys), so admission holds for connections already open, not only for new ones.
+async fn evict_unknown_derp_clients(state: Arc<State>, derp: Arc<DerpServer>, stopped: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stopped);
+    let mut changes = state.subscribe();
+    loop {
+        let relevant = tokio::select! {
+            _ = &mut stopped => return,
+            r = changes.recv() => match r {
+                Ok(set) => set.changes.iter().any(|c| matches!(c, Change::Removed(_) | Change::Node { patch: None, .. })),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if relevant {
+            let snap = state.snapshot();
+            for key in derp.connected_keys() {
+                if snap.node_by_key(&NodeKey(key)).is_none() && derp.disconnect(&key) {
+                    tracing::info!(node_key = %NodeKey(key), "closed the DERP connection of a removed node key");
+                }
+            }
+        }
+    }
+}
+
+/// Every few seconds, republishes nodes whose keys just expired so maps show it.
+async fn expiry_ticker(state: Arc<State>, stopped: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stopped);
+    let mut last = chrono::Utc::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tick.tick() => {}
+        }
+        let now = chrono::Utc::now();
+        state.publish_expired(last, now).await;
+        last = now;
+    }
+}

@@ -1,0 +1,11 @@
+//! Credentials: pre-auth keys and API keys (generated, parsed and checked against their stored
+//! hash) and the interactive registrations waiting for an admin.
+
+mod pending;
+mod secret;
+
+pub use pending::{AuthId, PendingRegistration, PendingRegistrations, Verdict};
+pub use secret::{
+    api_key_prefix, generate_api_key, generate_pre_auth_key, hashes_match, split_api_key, split_pre_auth_key,
+    GeneratedKey,
+};

@@ -1,0 +1,190 @@
+//! `POST /machine/map` inside the Noise channel: one-off updates are applied and answered
+//! empty; a streaming request gets a full map, then deltas as the tailnet changes, framed as
+//! u32 little-endian length + JSON (zstd-compressed when the client asks), with keep-alives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use rand::Rng;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use super::Control;
+use crate::http::{empty, text, Body};
+use crate::mapper::{full_map, SessionView};
+use crate::model::NodeId;
+use crate::state::State;
+use crate::tailcfg::{MachineKey, MapRequest, MapResponse};
+
+/// How long a session gathers a burst of changes before sending one delta.
+const COALESCE: Duration = Duration::from_millis(10);
+/// Keep-alive period; jitter is added so sessions do not all wake at once.
+const KEEPALIVE: Duration = Duration::from_secs(50);
+/// Messages queued for a slow client before the session waits for it.
+const QUEUE: usize = 16;
+
+/// Answers a map request from `machine_key`.
+pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -> Response<Body> {
+    let req: MapRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid MapRequest: {e}")),
+    };
+    let snap = ctrl.state.snapshot();
+    let Some(entry) = snap.node_by_key(&req.node_key) else {
+        return text(StatusCode::UNAUTHORIZED, "node key is not registered");
+    };
+    if entry.node.machine_key != machine_key {
+        tracing::warn!(%machine_key, node = entry.node.id, "map request for another machine's node refused");
+        return text(StatusCode::FORBIDDEN, "node key does not belong to this machine");
+    }
+    let id = entry.node.id;
+    if let Err(e) = ctrl.state.apply_map_request(id, &req).await {
+        tracing::error!(node = id, error = %e, "could not apply map request");
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "could not apply map request");
+    }
+    if !req.stream {
+        return empty(StatusCode::OK);
+    }
+    let zstd = req.compress == "zstd";
+    // Subscribe before reading the snapshot so nothing published in between is lost.
+    let changes = ctrl.state.subscribe();
+    let snap = ctrl.state.snapshot();
+    let Some(me) = snap.node(id).cloned() else {
+        return text(StatusCode::UNAUTHORIZED, "node was removed");
+    };
+    let now = Utc::now();
+    let first = full_map(&snap, &me, &ctrl.map, now);
+    let view = SessionView::new(id, &snap, &first, &ctrl.map, now);
+    let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
+    if tx.send(encode(id, &first, zstd)).await.is_err() {
+        return empty(StatusCode::OK);
+    }
+    if let Err(e) = ctrl.state.connect(id).await {
+        tracing::warn!(node = id, error = %e, "node vanished while connecting");
+        return text(StatusCode::UNAUTHORIZED, "node was removed");
+    }
+    tracing::debug!(node = id, "map session started");
+    tokio::spawn(run_session(ctrl.clone(), id, view, changes, tx, zstd));
+    let stream = ReceiverStream::new(rx).map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
+    let mut resp = Response::new(StreamBody::new(stream).boxed());
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
+    resp
+}
+
+/// Frames one message for `node`: u32 LE length, then JSON (zstd-compressed if asked).
+pub fn encode(node: NodeId, resp: &MapResponse, zstd: bool) -> Bytes {
+    let json = serde_json::to_vec(resp).expect("a MapResponse always serializes");
+    super::dump::record(node, &json);
+    let payload = if zstd { zstd::bulk::compress(&json, 3).expect("zstd compresses in memory") } else { json };
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Bytes::from(out)
+}
+
+/// Marks the node offline when the session ends, however it ends.
+struct Online {
+    state: Arc<State>,
+    id: NodeId,
+}
+
+impl Drop for Online {
+    fn drop(&mut self) {
+        let (state, id) = (self.state.clone(), self.id);
+        tokio::spawn(async move { state.disconnect(id).await });
+    }
+}
+
+async fn run_session(
+    ctrl: Arc<Control>,
+    id: NodeId,
+    mut view: SessionView,
+    mut changes: broadcast::Receiver<Arc<crate::state::ChangeSet>>,
+    tx: mpsc::Sender<Bytes>,
+    zstd: bool,
+) {
+    let _online = Online { state: ctrl.state.clone(), id };
+    let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..9000));
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE + jitter, KEEPALIVE + jitter);
+    loop {
+        tokio::select! {
+            _ = tx.closed() => break,
+            _ = keepalive.tick() => {
+                if tx.send(encode(id, &MapResponse { keep_alive: true, ..Default::default() }, zstd)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            r = changes.recv() => if !take(&mut view, r) { break },
+        }
+        // Gather the rest of a burst before rendering one delta.
+        let deadline = tokio::time::sleep(COALESCE);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                r = changes.recv() => if !take(&mut view, r) { return },
+            }
+        }
+        if !view.has_pending() {
+            continue;
+        }
+        let snap = ctrl.state.snapshot();
+        match view.flush(&snap, &ctrl.map, Utc::now()) {
+            None => {
+                tracing::info!(node = id, "node was removed; ending its map session");
+                break;
+            }
+            Some(delta) if delta.is_empty() => {}
+            Some(delta) => {
+                if tx.send(encode(id, &delta, zstd)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!(node = id, "map session ended");
+}
+
+/// Folds one received event into the view; false when the change stream is closed.
+fn take(view: &mut SessionView, r: Result<Arc<crate::state::ChangeSet>, broadcast::error::RecvError>) -> bool {
+    match r {
+        Ok(set) => {
+            view.apply(&set);
+            true
+        }
+        Err(broadcast::error::RecvError::Lagged(_)) => {
+            view.lagged();
+            true
+        }
+        Err(broadcast::error::RecvError::Closed) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(frame: &[u8], zstd: bool) -> serde_json::Value {
+        let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4, "little-endian length prefix");
+        let payload = if zstd { zstd::decode_all(&frame[4..]).unwrap() } else { frame[4..].to_vec() };
+        serde_json::from_slice(&payload).unwrap()
+    }
+
+    #[test]
+    fn frames_plain_and_zstd_messages() {
+        let msg = MapResponse { keep_alive: true, domain: "example.test".into(), ..Default::default() };
+        for zstd in [false, true] {
+            let v = decode(&encode(1, &msg, zstd), zstd);
+            assert_eq!(v["KeepAlive"], true);
+            assert_eq!(v["Domain"], "example.test");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `POST /machine/register` inside the Noise channel.
+
+use http::{Response, StatusCode};
+
+use super::Control;
+use crate::http::{json, text, Body};
+use crate::mapper::TAGGED_DEVICES_USER_ID;
+use crate::state::{NodeEntry, RegisterError, RegisterOutcome};
+use crate::tailcfg::{MachineKey, RegisterLogin, RegisterRequest, RegisterResponse, RegisterUser};
+
+/// Answers a registration request from `machine_key`.
+pub async fn handle(ctrl: &Control, machine_key: MachineKey, body: &[u8]) -> Response<Body> {
+    let req: RegisterRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid RegisterRequest: {e}")),
+    };
+    let node_key = req.node_key;
+    match ctrl.state.register(machine_key, req).await {
+        Ok(RegisterOutcome::Authorized(entry)) => {
+            tracing::info!(node = entry.node.id, name = %entry.node.given_name, "node registered");
+            json(StatusCode::OK, &response_for(ctrl, &entry, true))
+        }
+        Ok(RegisterOutcome::NeedsAuth(url)) => {
+            tracing::info!(%machine_key, url, "registration waits for approval");
+            json(StatusCode::OK, &RegisterResponse { auth_url: url, ..Default::default() })
+        }
+        Ok(RegisterOutcome::LoggedOut(entry)) => {
+            tracing::info!(%node_key, "node logged out");
+            let mut resp = entry.map(|e| response_for(ctrl, &e, false)).unwrap_or_default();
+            resp.node_key_expired = true;
+            json(StatusCode::OK, &resp)
+        }
+        Err(RegisterError::Internal(e)) => {
+            tracing::error!(%machine_key, error = %e, "registration failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "registration failed; see the server log")
+        }
+        Err(e) => {
+            tracing::info!(%machine_key, %node_key, reason = %e, "registration refused");
+            json(StatusCode::OK, &RegisterResponse::error(e.to_string()))
+        }
+    }
+}
+
+fn response_for(ctrl: &Control, entry: &NodeEntry, authorized: bool) -> RegisterResponse {
+    let snap = ctrl.state.snapshot();
+    let (id, login, display) = match entry.node.user_id.and_then(|u| snap.user(u).cloned()) {
+        Some(u) => (u.id, u.login_name(), u.shown_name().to_string()),
+        None => (TAGGED_DEVICES_USER_ID, "tagged-devices".to_string(), "Tagged Devices".to_string()),
+    };
+    RegisterResponse {
+        user: RegisterUser { id, display_name: display.clone() },
+        login: RegisterLogin { id, provider: String::new(), login_name: login, display_name: display },
+        node_key_expired: entry.is_expired(chrono::Utc::now()),
+        machine_authorized: authorized,
+        auth_url: String::new(),
+        error: String::new(),
+    }
+}

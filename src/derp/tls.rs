@@ -1,0 +1,312 @@
+//! TLS listener for the DERP relay: a self-signed certificate helper and an
+//! accept loop that serves the DERP HTTP endpoints over HTTP/1.1 with
+//! upgrades.
+//!
+//! The aws-lc-rs crypto provider is passed explicitly, so nothing depends on
+//! a process-wide default provider being installed.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+use super::http::handle;
+use super::server::DerpServer;
+
+/// Time allowed for a TLS handshake before the connection is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time allowed for a client to send a complete request header.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors while building the DERP TLS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Generating the self-signed certificate failed.
+    #[error("generating the self-signed DERP certificate failed: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// rustls refused the protocol versions, certificate or key.
+    #[error("building the DERP TLS server configuration failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The crypto provider used for all DERP TLS.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Build a rustls server configuration with a freshly generated self-signed
+/// certificate for `hostnames` (DNS names or IP addresses; the first one is
+/// also the subject common name; `localhost` if the list is empty).
+///
+/// No ALPN protocol is advertised, so clients speak HTTP/1.1.
+pub fn self_signed_config(hostnames: &[String]) -> Result<rustls::ServerConfig, TlsError> {
+    let names: Vec<String> = if hostnames.is_empty() {
+        vec!["localhost".to_owned()]
+    } else {
+        hostnames.to_vec()
+    };
+    let mut params = rcgen::CertificateParams::new(names.clone())?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, names[0].clone());
+    params.distinguished_name = dn;
+    let key_pair = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key_pair)?;
+    let cert_der: CertificateDer<'static> = cert.der().clone();
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    config_from_der(vec![cert_der], key_der)
+}
+
+/// Build a rustls server configuration from a DER certificate chain and
+/// private key (for operator-provided certificates).
+pub fn config_from_der(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = Vec::new();
+    Ok(config)
+}
+
+/// Accept TLS connections on `listener` and serve the DERP endpoints on them
+/// until `shutdown` completes.
+///
+/// Each connection is handled in its own task. Failed handshakes and HTTP
+/// errors are logged at debug level and never stop the listener. Connections
+/// already upgraded to DERP keep running after shutdown.
+pub async fn serve_tls<F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    server: Arc<DerpServer>,
+    shutdown: F,
+) where
+    F: Future,
+{
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => r,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "DERP listener accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve_tls_conn(acceptor.clone(), tcp, peer, server.clone()));
+    }
+    debug!("DERP TLS listener stopped");
+}
+
+async fn serve_tls_conn(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr, server: Arc<DerpServer>) {
+    let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "DERP TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "DERP TLS handshake timed out");
+            return;
+        }
+    };
+    let service = service_fn(move |req| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(handle(server, req).await) }
+    });
+    let result = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(tls_stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = result {
+        debug!(%peer, error = %e, "DERP HTTP connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::derp::frame::{self, Frame, FrameType};
+    use crate::derp::server::admit_all;
+    use crate::derp::server::tests::TestClient;
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsConnector;
+
+    fn connector() -> TlsConnector {
+        let provider = crypto_provider();
+        let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(crate::cli::SkipVerification(provider)))
+            .with_no_client_auth();
+        TlsConnector::from(Arc::new(cfg))
+    }
+
+    struct Listener {
+        addr: SocketAddr,
+        server: Arc<DerpServer>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start() -> Listener {
+        let tls = Arc::new(self_signed_config(&["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Arc::new(DerpServer::new([9u8; 32], admit_all()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_tls(listener, tls, server.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Listener {
+            addr,
+            server,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn dial(addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        connector().connect(name, tcp).await.unwrap()
+    }
+
+    /// Read an HTTP/1.1 response head byte by byte (so nothing after it is
+    /// consumed), then its body if it has a Content-Length.
+    async fn read_response<R: AsyncRead + Unpin>(r: &mut R) -> (u16, String, Vec<u8>) {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), r.read(&mut byte))
+                .await
+                .expect("response timed out")
+                .unwrap();
+            assert_eq!(n, 1, "connection closed inside response head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let len = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).await.unwrap();
+        (status, head, body)
+    }
+
+    #[test]
+    fn self_signed_config_builds() {
+        let cfg = self_signed_config(&[]).unwrap();
+        assert!(cfg.alpn_protocols.is_empty());
+        let cfg = self_signed_config(&["derp.example.com".to_owned(), "::1".to_owned()]).unwrap();
+        assert!(cfg.alpn_protocols.is_empty());
+    }
+
+    #[tokio::test]
+    async fn latency_check_twice_on_one_connection() {
+        let l = start().await;
+        let mut conn = dial(l.addr).await;
+        let port = l.addr.port();
+        for _ in 0..2 {
+            let req = format!("GET https://127.0.0.1:{port}/derp/latency-check HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+            conn.write_all(req.as_bytes()).await.unwrap();
+            conn.flush().await.unwrap();
+            let (status, _, body) = read_response(&mut conn).await;
+            assert_eq!(status, 200);
+            assert!(body.is_empty());
+        }
+        // Other routes on the same connection.
+        conn.write_all(b"POST /derp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+        let (status, _, body) = read_response(&mut conn).await;
+        assert_eq!(status, 426);
+        assert!(!body.is_empty());
+        conn.write_all(b"GET /elsewhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+        let (status, _, _) = read_response(&mut conn).await;
+        assert_eq!(status, 404);
+    }
+
+    #[tokio::test]
+    async fn bad_clients_do_not_stop_listener() {
+        let l = start().await;
+        // Plain text instead of TLS.
+        let mut raw = TcpStream::connect(l.addr).await.unwrap();
+        raw.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut sink)).await;
+        // Connect and hang up immediately.
+        drop(TcpStream::connect(l.addr).await.unwrap());
+        // A proper client still works.
+        let mut conn = dial(l.addr).await;
+        conn.write_all(b"HEAD /derp/probe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+        let (status, _, _) = read_response(&mut conn).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn derp_over_tls_end_to_end() {
+        let l = start().await;
+        let port = l.addr.port();
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let mut conn = dial(l.addr).await;
+            let req = format!(
+                "POST https://127.0.0.1:{port}/derp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n"
+            );
+            conn.write_all(req.as_bytes()).await.unwrap();
+            let (status, head, _) = read_response(&mut conn).await;
+            assert_eq!(status, 101, "{head}");
+            let lower = head.to_ascii_lowercase();
+            assert!(lower.contains("upgrade: derp"), "{head}");
+            assert!(lower.contains("connection: upgrade"), "{head}");
+            assert!(lower.contains("derp-version: 2"), "{head}");
+            let secret = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng);
+            let c = TestClient::handshake(conn, &secret).await.expect("DERP handshake over TLS");
+            clients.push(c);
+        }
+        let mut b = clients.pop().unwrap();
+        let mut a = clients.pop().unwrap();
+        assert!(l.server.is_connected(&a.key) && l.server.is_connected(&b.key));
+        a.send(&Frame::send_packet(&b.key, b"over tls")).await;
+        let f = b.recv_non_keepalive().await.unwrap();
+        assert_eq!(f.frame_type(), Some(FrameType::RecvPacket));
+        let (src, pkt) = frame::parse_keyed(FrameType::RecvPacket, &f.body).unwrap();
+        assert_eq!(src, a.key);
+        assert_eq!(&pkt[..], b"over tls");
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_accepting() {
+        let mut l = start().await;
+        l.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), &mut l.task).await.unwrap().unwrap();
+        // The listener socket is gone.
+        assert!(TcpStream::connect(l.addr).await.is_err());
+    }
+}

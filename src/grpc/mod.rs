@@ -1,0 +1,141 @@
+//! The `headscale.v1.HeadscaleService` admin API over gRPC: the generated protobuf types, the
+//! service backed by [`State`], the local unix-socket listener the CLI talks to (trusted), and
+//! the remote listener on `grpc_listen_addr` (every request needs an API key).
+
+mod auth;
+mod convert;
+mod service;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+pub use auth::{authorize, ApiKeyLayer, RequireApiKey};
+pub use convert::{timestamp, to_datetime};
+pub use service::AdminService;
+
+use crate::config::Config;
+use crate::state::State;
+
+/// The generated `headscale.v1` messages, client and server.
+pub mod pb {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("headscale.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the API (with its imports), for tools that need the
+/// schema at run time.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/headscale_descriptor.bin"));
+
+/// The local API socket could not be set up or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    /// The socket mode is not an octal number.
+    #[error("invalid unix_socket_permission {0:?}: expected an octal mode such as 0770")]
+    Permission(String),
+    /// A live server already answers on the socket.
+    #[error("another headscale server is already listening on {0}")]
+    InUse(PathBuf),
+    /// The socket or its directory could not be set up.
+    #[error("cannot prepare the socket {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The server stopped with a transport error.
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Remote gRPC would need TLS, and there is no certificate to serve it with.
+    #[error(
+        "grpc_listen_addr is set ({0}) but grpc_allow_insecure is false, and this version has no TLS \
+         certificate for gRPC; set grpc_allow_insecure: true (plaintext, e.g. behind a TLS proxy) \
+         or leave grpc_listen_addr empty"
+    )]
+    TlsUnavailable(String),
+    /// The remote listener could not be bound.
+    #[error("cannot listen on {addr} (grpc_listen_addr): {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// Parses an octal file mode such as `0770` (or `770`, `0o770`).
+pub fn parse_permission(text: &str) -> Result<u32, GrpcError> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| GrpcError::Permission(text.to_string()))
+}
+
+/// The admin service, ready to be added to a tonic server.
+pub fn service(state: Arc<State>) -> pb::headscale_service_server::HeadscaleServiceServer<AdminService> {
+    pb::headscale_service_server::HeadscaleServiceServer::new(AdminService::new(state))
+}
+
+/// Serves the admin API on a unix socket until `shutdown` completes. A stale socket file is
+/// replaced (but not one a running server still answers on), the parent directory is created,
+/// and the socket gets `permission` as its mode.
+pub async fn serve_unix(
+    path: &Path,
+    permission: u32,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GrpcError> {
+    let io_err = |source| GrpcError::Io { path: path.to_path_buf(), source };
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(GrpcError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(io_err)?;
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(permission)).map_err(io_err)?;
+    tracing::debug!(path = %path.display(), "admin API listening on unix socket");
+    let served = tonic::transport::Server::builder()
+        .add_service(service(state))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    // The socket file is ours: leave nothing behind for the next start.
+    let _ = std::fs::remove_file(path);
+    served.map_err(GrpcError::from)
+}
+
+/// Checks that the remote gRPC listener can be served as configured: plaintext needs
+/// `grpc_allow_insecure: true`, since no certificate can be configured for it yet.
+pub fn check_remote(config: &Config) -> Result<(), GrpcError> {
+    if !config.grpc_listen_addr.is_empty() && !config.grpc_allow_insecure {
+        return Err(GrpcError::TlsUnavailable(config.grpc_listen_addr.clone()));
+    }
+    Ok(())
+}
+
+/// Binds the remote gRPC listener on `grpc_listen_addr`; `None` when that is empty.
+pub async fn bind_tcp(config: &Config) -> Result<Option<TcpListener>, GrpcError> {
+    check_remote(config)?;
+    if config.grpc_listen_addr.is_empty() {
+        return Ok(None);
+    }
+    let addr = &config.grpc_listen_addr;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| GrpcError::Bind { addr: addr.clone(), source })?;
+    Ok(Some(listener))
+}
+
+/// Serves the admin API on a bound TCP listener until `shutdown` completes, in plaintext, to
+/// requests that carry a valid API key. A transport failure is logged: nothing waits for it.
+pub async fn serve_tcp(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::warn!(%addr, "remote gRPC is served without TLS (grpc_allow_insecure); API keys cross the network in clear");
+    let served = tonic::transport::Server::builder()
+        .layer(ApiKeyLayer::new(state.clone()))
+        .add_service(service(state))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, %addr, "the remote gRPC listener stopped");
+    }
+}

@@ -1,0 +1,236 @@
+//! What one map session has sent, and the delta it owes its client. Change events are folded
+//! in as they arrive (bursts coalesce: several patches to one peer become one, a full update
+//! absorbs patches); `flush` renders the delta against the latest snapshot.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::render::{peer_wire, self_node, shows, user_profiles, MapContext, TAGGED_DEVICES_USER_ID};
+use crate::model::NodeId;
+use crate::state::{Change, ChangeSet, Snapshot};
+use crate::tailcfg::{FilterRule, MapResponse, PeerChange};
+
+/// A session's record of its client's view, and the changes not yet sent.
+#[derive(Debug)]
+pub struct SessionView {
+    me: NodeId,
+    known: HashSet<NodeId>,
+    filter: Option<Arc<Vec<FilterRule>>>,
+    full: BTreeSet<NodeId>,
+    patches: BTreeMap<NodeId, PeerChange>,
+    removed: BTreeSet<NodeId>,
+    self_dirty: bool,
+    resync: bool,
+}
+
+impl SessionView {
+    /// The view after the client received `first` (a full map built at `now`) for node `me`.
+    pub fn new(me: NodeId, snap: &Snapshot, first: &MapResponse, ctx: &MapContext, now: DateTime<Utc>) -> Self {
+        let known = match snap.node(me) {
+            Some(e) => snap.nodes.values().filter(|p| shows(ctx, e, p, now)).map(|p| p.node.id).collect(),
+            None => HashSet::new(),
+        };
+        SessionView {
+            me,
+            known,
+            filter: first.packet_filter.clone(),
+            full: BTreeSet::new(),
+            patches: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            self_dirty: false,
+            resync: false,
+        }
+    }
+
+    /// Folds one published change set into the pending delta.
+    pub fn apply(&mut self, set: &ChangeSet) {
+        for change in &set.changes {
+            match change {
+                Change::Node { id, .. } if *id == self.me => self.self_dirty = true,
+                Change::Node { id, patch: Some(p) } => {
+                    if !self.full.contains(id) && self.known.contains(id) {
+                        self.patches.entry(*id).and_modify(|q| q.merge(p.clone())).or_insert_with(|| p.clone());
+                    } else {
+                        self.full.insert(*id);
+                    }
+                }
+                Change::Node { id, patch: None } => {
+                    self.patches.remove(id);
+                    self.removed.remove(id);
+                    self.full.insert(*id);
+                }
+                Change::Removed(id) => {
+                    self.full.remove(id);
+                    self.patches.remove(id);
+                    self.removed.insert(*id);
+                }
+                Change::Everything => self.resync = true,
+            }
+        }
+    }
+
+    /// The session fell behind the change stream: compare everything at the next flush.
+    pub fn lagged(&mut self) {
+        self.resync = true;
+    }
+
+    /// Whether anything waits to be sent.
+    pub fn has_pending(&self) -> bool {
+        self.self_dirty || self.resync || !self.full.is_empty() || !self.patches.is_empty() || !self.removed.is_empty()
+    }
+
+    /// Renders the pending delta against `snap`. `None` if the session's own node is gone
+    /// (the stream must end); an empty response if nothing the client sees changed.
+    pub fn flush(&mut self, snap: &Snapshot, ctx: &MapContext, now: DateTime<Utc>) -> Option<MapResponse> {
+        let me = snap.node(self.me)?.clone();
+        if std::mem::take(&mut self.resync) || (self.self_dirty && me.is_expired(now)) {
+            self.self_dirty = true;
+            for p in snap.nodes.values().filter(|p| p.node.id != self.me) {
+                self.full.insert(p.node.id);
+            }
+            self.removed.extend(self.known.iter().filter(|id| snap.node(**id).is_none()));
+        }
+        let mut resp = MapResponse::default();
+        let mut new_users = Vec::new();
+        for id in std::mem::take(&mut self.full) {
+            match snap.node(id).filter(|p| shows(ctx, &me, p, now)) {
+                Some(p) => {
+                    resp.peers_changed.push(peer_wire(p, ctx, now));
+                    if self.known.insert(id) {
+                        new_users.push(p.node.user_id.unwrap_or(TAGGED_DEVICES_USER_ID));
+                    }
+                }
+                None => {
+                    if self.known.remove(&id) {
+                        resp.peers_removed.push(id);
+                    }
+                }
+            }
+        }
+        for (id, patch) in std::mem::take(&mut self.patches) {
+            if self.known.contains(&id) && !resp.peers_removed.contains(&id) {
+                resp.peers_changed_patch.push(patch);
+            }
+        }
+        for id in std::mem::take(&mut self.removed) {
+            if self.known.remove(&id) {
+                resp.peers_removed.push(id);
+            }
+        }
+        if std::mem::take(&mut self.self_dirty) {
+            resp.node = Some(self_node(&me, ctx, now));
+            let filter = ctx.policy.packet_filter(&me.node);
+            if self.filter.as_ref() != Some(&filter) {
+                self.filter = Some(filter.clone());
+                resp.packet_filter = Some(filter);
+            }
+        }
+        resp.user_profiles = user_profiles(snap, new_users);
+        Some(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{context, node, t0, tailnet};
+    use super::super::full_map;
+    use super::*;
+    use crate::state::NodeEntry;
+
+    fn session() -> (Snapshot, SessionView) {
+        let snap = tailnet();
+        let first = full_map(&snap, snap.node(1).unwrap(), &context(), t0());
+        let view = SessionView::new(1, &snap, &first, &context(), t0());
+        (snap, view)
+    }
+
+    fn set(changes: Vec<Change>) -> ChangeSet {
+        ChangeSet { version: 1, changes }
+    }
+
+    #[test]
+    fn patches_coalesce_and_never_carry_peers() {
+        let (snap, mut view) = session();
+        let p1 = PeerChange { node_id: 2, online: Some(false), ..Default::default() };
+        let p2 = PeerChange { node_id: 2, derp_region: 900, ..Default::default() };
+        view.apply(&set(vec![Change::Node { id: 2, patch: Some(p1) }]));
+        view.apply(&set(vec![Change::Node { id: 2, patch: Some(p2) }]));
+        let d = view.flush(&snap, &context(), t0()).unwrap();
+        assert!(d.peers.is_none(), "a delta never carries Peers");
+        assert_eq!(d.peers_changed_patch.len(), 1);
+        assert_eq!(d.peers_changed_patch[0].online, Some(false));
+        assert_eq!(d.peers_changed_patch[0].derp_region, 900);
+        assert!(d.node.is_none() && d.packet_filter.is_none());
+        assert!(!view.has_pending());
+    }
+
+    #[test]
+    fn full_change_absorbs_patches_and_new_peers_bring_their_user() {
+        let (mut snap, mut view) = session();
+        view.apply(&set(vec![Change::Node { id: 2, patch: Some(PeerChange { node_id: 2, online: Some(false), ..Default::default() }) }]));
+        view.apply(&set(vec![Change::Node { id: 2, patch: None }]));
+        snap.put_node(NodeEntry::new(node(4, Some(1)), true));
+        view.apply(&set(vec![Change::Node { id: 4, patch: Some(PeerChange { node_id: 4, ..Default::default() }) }]));
+        let d = view.flush(&snap, &context(), t0()).unwrap();
+        assert!(d.peers_changed_patch.is_empty());
+        let ids: Vec<u64> = d.peers_changed.iter().map(|r| serde_json::from_str::<serde_json::Value>(r.0.get()).unwrap()["ID"].as_u64().unwrap()).collect();
+        assert_eq!(ids, vec![2, 4], "a patch for an unknown peer becomes the whole node");
+        assert_eq!(d.user_profiles.len(), 1);
+    }
+
+    #[test]
+    fn removals_are_sent_once_and_own_removal_ends_the_session() {
+        let (mut snap, mut view) = session();
+        snap.remove_node(3);
+        view.apply(&set(vec![Change::Removed(3), Change::Node { id: 3, patch: None }]));
+        let d = view.flush(&snap, &context(), t0()).unwrap();
+        assert_eq!(d.peers_removed, vec![3]);
+        view.apply(&set(vec![Change::Removed(3)]));
+        assert!(view.flush(&snap, &context(), t0()).unwrap().is_empty());
+        snap.remove_node(1);
+        view.apply(&set(vec![Change::Removed(1)]));
+        assert!(view.flush(&snap, &context(), t0()).is_none());
+    }
+
+    #[test]
+    fn own_changes_resend_the_node_but_not_an_unchanged_filter() {
+        let (snap, mut view) = session();
+        view.apply(&set(vec![Change::Node { id: 1, patch: None }]));
+        let d = view.flush(&snap, &context(), t0()).unwrap();
+        assert_eq!(d.node.as_ref().map(|n| n.id), Some(1));
+        assert!(d.packet_filter.is_none());
+    }
+
+    #[test]
+    fn lagging_resyncs_by_comparison_not_a_full_map() {
+        let (mut snap, mut view) = session();
+        snap.remove_node(2);
+        view.lagged();
+        let d = view.flush(&snap, &context(), t0()).unwrap();
+        assert!(d.peers.is_none());
+        assert_eq!(d.peers_removed, vec![2]);
+        assert_eq!(d.peers_changed.len(), 1);
+    }
+
+    #[test]
+    fn expired_peers_are_unroutable_and_an_expired_node_sees_no_one() {
+        let (mut snap, mut view) = session();
+        let mut two = crate::testing::node(2, Some(1));
+        two.expiry = Some(t0() - chrono::Duration::seconds(1));
+        snap.put_node(NodeEntry::new(two, true));
+        view.apply(&set(vec![Change::Node { id: 2, patch: None }]));
+        let d = view.flush(&snap, &context(), t0()).unwrap();
+        let peer: serde_json::Value = serde_json::from_str(d.peers_changed[0].0.get()).unwrap();
+        assert_eq!(peer["Expired"], true);
+        assert_eq!(peer["AllowedIPs"], serde_json::json!([]), "an expired peer is unroutable");
+        let mut me = crate::testing::node(1, Some(1));
+        me.expiry = Some(t0() - chrono::Duration::seconds(1));
+        snap.put_node(NodeEntry::new(me, true));
+        view.apply(&set(vec![Change::Node { id: 1, patch: None }]));
+        let d = view.flush(&snap, &context(), t0()).unwrap();
+        assert_eq!(d.peers_removed, vec![2, 3]);
+        assert!(d.node.unwrap().expired);
+    }
+}

@@ -1,0 +1,206 @@
+//! The tailnet as the policy engine sees it: users and nodes with their addresses, tags and
+//! routes ([`PolicyNode`], [`PolicyUser`]), and [`Tailnet`], the lookups compilation needs
+//! (nodes by tag, by user, by address range; who routes what).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use super::ipset::IpRange;
+use super::nodeset::NodeSet;
+
+/// A user, as the policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyUser {
+    pub id: u64,
+    /// The login name (`alice`), matched by `alice@` in a policy.
+    pub name: String,
+    /// The e-mail address, matched by `alice@example.com`.
+    pub email: String,
+}
+
+/// A node, as the policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyNode {
+    pub id: u64,
+    pub name: String,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// The owner; `None` for tagged nodes.
+    pub user: Option<PolicyUser>,
+    pub tags: Vec<String>,
+    /// The routes the node advertises.
+    pub routable_ips: Vec<IpNet>,
+    /// The routes an administrator (or an auto-approver) approved.
+    pub approved_routes: Vec<IpNet>,
+}
+
+/// Whether a route is a default (exit) route.
+pub fn is_exit_route(route: &IpNet) -> bool {
+    route.prefix_len() == 0
+}
+
+impl PolicyNode {
+    /// Tagged nodes belong to their tags, not to a user.
+    pub fn is_tagged(&self) -> bool {
+        !self.tags.is_empty()
+    }
+
+    /// The node's own addresses, IPv4 first.
+    pub fn addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ipv4.map(IpAddr::V4).into_iter().chain(self.ipv6.map(IpAddr::V6))
+    }
+
+    /// Advertised and approved routes, exit routes excluded.
+    pub fn subnet_routes(&self) -> Vec<IpNet> {
+        self.live_routes().filter(|r| !is_exit_route(r)).collect()
+    }
+
+    /// The exit routes (`0.0.0.0/0`, `::/0`) that are advertised and approved.
+    pub fn exit_routes(&self) -> Vec<IpNet> {
+        self.live_routes().filter(is_exit_route).collect()
+    }
+
+    /// Whether the node is an approved exit node.
+    pub fn is_exit_node(&self) -> bool {
+        self.live_routes().any(|r| is_exit_route(&r))
+    }
+
+    fn live_routes(&self) -> impl Iterator<Item = IpNet> + '_ {
+        self.routable_ips.iter().filter(|r| self.approved_routes.contains(r)).copied()
+    }
+}
+
+/// The nodes indexed for compilation.
+#[derive(Debug, Clone)]
+pub struct Tailnet {
+    pub nodes: Vec<PolicyNode>,
+    by_id: HashMap<u64, usize>,
+    /// Every node address as (family, bits, node index), sorted.
+    addrs: Vec<(bool, u128, usize)>,
+    /// Each node's addresses as a rule writes them.
+    pub addr_texts: Vec<Vec<Arc<str>>>,
+    /// Each node's subnet routes as ranges.
+    pub subnet_ranges: Vec<Vec<IpRange>>,
+    /// Nodes with at least one subnet route.
+    pub routers: Vec<usize>,
+    pub exit_nodes: NodeSet,
+    pub tagged: NodeSet,
+    pub by_tag: HashMap<String, NodeSet>,
+    /// Untagged nodes by their user's id.
+    pub by_user: HashMap<u64, NodeSet>,
+    /// Every user owning an untagged node.
+    pub users: Vec<PolicyUser>,
+    /// Every approved subnet route in the tailnet, once each, sorted.
+    pub all_subnet_routes: Vec<IpNet>,
+}
+
+impl Tailnet {
+    /// Indexes the nodes.
+    pub fn new(nodes: Vec<PolicyNode>) -> Self {
+        let n = nodes.len();
+        let mut t = Tailnet {
+            by_id: HashMap::with_capacity(n),
+            addrs: Vec::with_capacity(2 * n),
+            addr_texts: Vec::with_capacity(n),
+            subnet_ranges: Vec::with_capacity(n),
+            routers: Vec::new(),
+            exit_nodes: NodeSet::new(n),
+            tagged: NodeSet::new(n),
+            by_tag: HashMap::new(),
+            by_user: HashMap::new(),
+            users: Vec::new(),
+            all_subnet_routes: Vec::new(),
+            nodes: Vec::new(),
+        };
+        for (i, node) in nodes.iter().enumerate() {
+            t.by_id.insert(node.id, i);
+            for a in node.addrs() {
+                let r = IpRange::addr(a);
+                t.addrs.push((r.v6, r.start, i));
+            }
+            t.addr_texts.push(node.addrs().map(|a| Arc::from(a.to_string())).collect());
+            let routes = node.subnet_routes();
+            if !routes.is_empty() {
+                t.routers.push(i);
+            }
+            t.all_subnet_routes.extend(routes.iter().copied());
+            t.subnet_ranges.push(routes.into_iter().map(IpRange::net).collect());
+            if node.is_exit_node() {
+                t.exit_nodes.insert(i);
+            }
+            if node.is_tagged() {
+                t.tagged.insert(i);
+                for tag in &node.tags {
+                    t.by_tag.entry(tag.clone()).or_insert_with(|| NodeSet::new(n)).insert(i);
+                }
+            } else if let Some(u) = &node.user {
+                let set = t.by_user.entry(u.id).or_insert_with(|| NodeSet::new(n));
+                if set.is_empty() {
+                    t.users.push(u.clone());
+                }
+                set.insert(i);
+            }
+        }
+        t.addrs.sort_unstable();
+        t.all_subnet_routes.sort_unstable_by_key(|r| (IpRange::net(*r), r.prefix_len()));
+        t.all_subnet_routes.dedup();
+        t.users.sort_by_key(|u| u.id);
+        t.nodes = nodes;
+        t
+    }
+
+    /// The number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The index of the node with this id.
+    pub fn index(&self, id: u64) -> Option<usize> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// Nodes with an address inside `range`.
+    pub fn nodes_in(&self, range: &IpRange) -> impl Iterator<Item = usize> + '_ {
+        let (family, end) = (range.v6, range.end);
+        let from = self.addrs.partition_point(|&(v6, bits, _)| (v6, bits) < (range.v6, range.start));
+        self.addrs[from..].iter().take_while(move |&&(v6, bits, _)| v6 == family && bits <= end).map(|a| a.2)
+    }
+
+    /// Nodes whose subnet routes overlap `range`.
+    pub fn routers_overlapping<'a>(&'a self, range: &'a IpRange) -> impl Iterator<Item = usize> + 'a {
+        self.routers.iter().copied().filter(move |&i| self.subnet_ranges[i].iter().any(|r| r.overlaps(range)))
+    }
+
+    /// The untagged nodes of the user(s) a token names: by e-mail, else by login name; a
+    /// trailing `@` is ignored.
+    pub fn user_nodes(&self, token: &str) -> NodeSet {
+        let token = token.strip_suffix('@').unwrap_or(token);
+        let mut out = NodeSet::new(self.len());
+        let by_email: Vec<&PolicyUser> = self.users.iter().filter(|u| u.email == token).collect();
+        let matched =
+            if by_email.is_empty() { self.users.iter().filter(|u| u.name == token).collect() } else { by_email };
+        for u in matched {
+            out.union_with(&self.by_user[&u.id]);
+        }
+        out
+    }
+
+    /// The untagged nodes of every user whose e-mail is in `domain`.
+    pub fn domain_nodes(&self, domain: &str) -> NodeSet {
+        let mut out = NodeSet::new(self.len());
+        for u in &self.users {
+            if email_domain(&u.email).is_some_and(|d| d.eq_ignore_ascii_case(domain)) {
+                out.union_with(&self.by_user[&u.id]);
+            }
+        }
+        out
+    }
+}
+
+/// The part of an e-mail address after the last `@`.
+pub fn email_domain(email: &str) -> Option<&str> {
+    email.rsplit_once('@').map(|(_, d)| d)
+}

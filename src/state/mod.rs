@@ -1,0 +1,160 @@
+//! `State`: the one door for writes. Every change (registration, map-request updates, admin
+//! edits, expiry, disconnects) is written to the database first, then published as a new
+//! immutable snapshot (the NodeStore) plus a change event that map sessions turn into deltas.
+//! Readers load the snapshot without locks and never wait for the database.
+
+pub mod api_keys;
+mod change;
+mod keys;
+mod nodes;
+mod register;
+mod snapshot;
+mod users;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, Mutex};
+
+pub use change::{Change, ChangeSet};
+pub use register::{RegisterError, RegisterOutcome};
+pub use snapshot::{NodeEntry, Snapshot};
+
+use crate::auth::PendingRegistrations;
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::ipam::Ipam;
+use crate::model::{NodeId, PreAuthKey};
+
+/// A write was refused or failed; the message says which and why.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("user {0:?} not found")]
+    UserNotFound(String),
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    #[error("user {0:?} still owns nodes; delete them first")]
+    UserHasNodes(String),
+    #[error("invalid user name {0:?}: use letters, digits, '-', '_', '.' and '@', starting with a letter or digit")]
+    InvalidUserName(String),
+    #[error("node {0} not found")]
+    NodeNotFound(NodeId),
+    #[error("pre-auth key {0} not found")]
+    KeyNotFound(u64),
+    #[error("invalid node name {0:?}: it must be a DNS label (lowercase letters, digits and '-', at most 63)")]
+    InvalidNodeName(String),
+    #[error("node name {0:?} is already used by another node")]
+    NodeNameTaken(String),
+    #[error("invalid tag {0:?}: tags look like tag:name")]
+    InvalidTag(String),
+    #[error("a pre-auth key needs a user or at least one tag")]
+    KeyWithoutOwner,
+    #[error("registration {0:?} not found or expired")]
+    RegistrationNotFound(String),
+    #[error(transparent)]
+    Exhausted(#[from] crate::ipam::Exhausted),
+}
+
+/// Run-time session bookkeeping: how many map streams each node holds, and an epoch that
+/// tells a pending ephemeral clean-up whether the node came back meanwhile.
+#[derive(Debug, Default)]
+struct Sessions {
+    count: HashMap<NodeId, usize>,
+    epoch: HashMap<NodeId, u64>,
+}
+
+/// The writer's private state, behind one lock so writes are serialized.
+struct Writer {
+    ipam: Ipam,
+    keys: Vec<PreAuthKey>,
+    sessions: Sessions,
+}
+
+/// The tailnet's state: snapshot for readers, serialized writes, change events.
+pub struct State {
+    config: Arc<Config>,
+    db: Db,
+    writer: Mutex<Writer>,
+    snapshot: ArcSwap<Snapshot>,
+    changes: broadcast::Sender<Arc<ChangeSet>>,
+    pending: PendingRegistrations,
+}
+
+/// How many published change sets a slow session may fall behind before it re-syncs.
+const CHANGE_BACKLOG: usize = 4096;
+
+impl State {
+    /// Loads everything stored and builds the first snapshot.
+    pub async fn load(config: Arc<Config>, db: Db) -> Result<Arc<State>, StateError> {
+        let (users, nodes, keys) = db.run(|db| Ok((db.users()?, db.nodes()?, db.pre_auth_keys()?))).await?;
+        let mut ipam = Ipam::new(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation);
+        let mut snap = Snapshot::default();
+        for u in users {
+            snap.users.insert(u.id, Arc::new(u));
+        }
+        for n in nodes {
+            for ip in n.ips() {
+                ipam.mark_used(ip);
+            }
+            snap.put_node(NodeEntry::new(n, false));
+        }
+        let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
+        let state = Arc::new(State {
+            config,
+            db,
+            writer: Mutex::new(Writer { ipam, keys, sessions: Sessions::default() }),
+            snapshot: ArcSwap::from_pointee(snap),
+            changes,
+            pending: PendingRegistrations::new(Duration::from_secs(15 * 60), 1024),
+        });
+        state.schedule_ephemeral_cleanup_for_all().await;
+        Ok(state)
+    }
+
+    /// The current snapshot; never blocks.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Subscribes to change events. Subscribe before reading the snapshot you start from, so
+    /// that nothing published in between is missed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeSet>> {
+        self.changes.subscribe()
+    }
+
+    /// The configuration the state was built with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Whether the database answers.
+    pub async fn database_ok(&self) -> bool {
+        self.db.run(|db| Ok(db.ping())).await.unwrap_or(false)
+    }
+
+    /// The database handle, for dumps and health checks.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Publishes a new snapshot built by `edit` and announces its changes. Called only with
+    /// the writer lock held, after the database write succeeded.
+    fn publish(&self, edit: impl FnOnce(&mut Snapshot), changes: Vec<Change>) {
+        let mut next = Snapshot::clone(&self.snapshot.load());
+        next.version += 1;
+        edit(&mut next);
+        let version = next.version;
+        self.snapshot.store(Arc::new(next));
+        if !changes.is_empty() {
+            // No receivers is fine: nobody is connected.
+            let _ = self.changes.send(Arc::new(ChangeSet { version, changes }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! Registration: pre-auth keys, re-registration of known nodes, logout, node-key rotation and
+//! the interactive flow completed by an admin. A refused registration leaves nothing behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::{Change, NodeEntry, State, StateError};
+use crate::auth::{hashes_match, split_pre_auth_key, Verdict};
+use crate::model::{Node, PreAuthKey, RegisterMethod, UserId};
+use crate::names::{sanitize_hostname, unique_name};
+use crate::tailcfg::{MachineKey, RegisterRequest};
+
+/// Why a registration was refused; the text goes back to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("invalid pre-auth key")]
+    InvalidKey,
+    #[error("pre-auth key has expired")]
+    ExpiredKey,
+    #[error("pre-auth key has already been used")]
+    UsedKey,
+    #[error("node key is registered to another machine")]
+    NodeKeyInUse,
+    #[error("node key does not belong to this machine")]
+    NotYourNode,
+    #[error("registration was rejected: {0}")]
+    Rejected(String),
+    #[error("internal error: {0}")]
+    Internal(#[from] StateError),
+}
+
+/// What a registration request led to.
+#[derive(Debug)]
+pub enum RegisterOutcome {
+    /// The node may use the tailnet.
+    Authorized(Arc<NodeEntry>),
+    /// The node must be approved: send it this URL.
+    NeedsAuth(String),
+    /// The node logged out (its key is now expired, or it was deleted if ephemeral).
+    LoggedOut(Option<Arc<NodeEntry>>),
+}
+
+/// Who a new node will belong to, and how it got there.
+struct Grant {
+    user_id: Option<UserId>,
+    tags: Vec<String>,
+    ephemeral: bool,
+    method: RegisterMethod,
+    key: Option<PreAuthKey>,
+}
+
+/// How long a follow-up request waits for the admin before the client is told to ask again.
+const FOLLOWUP_WAIT: Duration = Duration::from_secs(60);
+
+impl State {
+    /// Handles a `/machine/register` request from the machine that completed the Noise
+    /// handshake with `machine_key`.
+    pub async fn register(&self, machine_key: MachineKey, req: RegisterRequest) -> Result<RegisterOutcome, RegisterError> {
+        let now = Utc::now();
+        let snap = self.snapshot();
+        if let Some(holder) = snap.node_by_key(&req.node_key) {
+            if holder.node.machine_key != machine_key {
+                return Err(RegisterError::NodeKeyInUse);
+            }
+        }
+        let existing = snap.node_by_machine(&machine_key).cloned();
+
+        if let Some(expiry) = req.expiry.filter(|e| *e <= now) {
+            let node = existing.ok_or(RegisterError::NotYourNode)?;
+            if node.node.node_key != req.node_key {
+                return Err(RegisterError::NotYourNode);
+            }
+            let _ = expiry;
+            return Ok(RegisterOutcome::LoggedOut(self.logout(node.node.id).await?));
+        }
+
+        if let Some(e) = &existing {
+            if e.node.node_key == req.node_key && !e.is_expired(now) {
+                return Ok(RegisterOutcome::Authorized(e.clone()));
+            }
+        }
+
+        if !req.followup.is_empty() {
+            return self.follow_up(machine_key, req).await;
+        }
+
+        match req.auth.as_ref().map(|a| a.auth_key.as_str()).filter(|k| !k.is_empty()) {
+            Some(auth_key) => {
+                let mut w = self.writer.lock().await;
+                let key = validate_key(&w.keys, auth_key, now)?;
+                let grant = Grant {
+                    user_id: if key.tags.is_empty() { key.user_id } else { None },
+                    tags: key.tags.clone(),
+                    ephemeral: key.ephemeral || req.ephemeral,
+                    method: RegisterMethod::AuthKey,
+                    key: Some(key.clone()),
+                };
+                let entry = self.enroll(&mut w, machine_key, &req, grant).await?;
+                if !key.reusable {
+                    if let Some(k) = w.keys.iter_mut().find(|k| k.id == key.id) {
+                        k.used = true;
+                    }
+                }
+                Ok(RegisterOutcome::Authorized(entry))
+            }
+            None => {
+                let id = self.pending.start(machine_key, req);
+                Ok(RegisterOutcome::NeedsAuth(self.auth_url(&id)))
+            }
+        }
+    }
+
+    fn auth_url(&self, id: &str) -> String {
+        format!("{}/register/{id}", self.config.server_url.trim_end_matches('/'))
+    }
+
+    /// Waits for the admin to decide on an interactive registration.
+    async fn follow_up(&self, machine_key: MachineKey, req: RegisterRequest) -> Result<RegisterOutcome, RegisterError> {
+        let id = req.followup.rsplit('/').next().unwrap_or_default().to_string();
+        let Some(mut verdict) = self.pending.watch(&id, &machine_key) else {
+            // Unknown or expired: start over with a new URL.
+            let id = self.pending.start(machine_key, RegisterRequest { followup: String::new(), ..req });
+            return Ok(RegisterOutcome::NeedsAuth(self.auth_url(&id)));
+        };
+        let decided = tokio::time::timeout(FOLLOWUP_WAIT, verdict.wait_for(Option::is_some)).await;
+        let outcome = match decided {
+            Ok(Ok(v)) => v.clone(),
+            Ok(Err(_)) | Err(_) => None,
+        };
+        match outcome {
+            Some(Verdict::Approved(node_id)) => {
+                let entry = self.snapshot().node(node_id).cloned().ok_or(StateError::NodeNotFound(node_id))?;
+                Ok(RegisterOutcome::Authorized(entry))
+            }
+            Some(Verdict::Rejected(why)) => Err(RegisterError::Rejected(why)),
+            None => Ok(RegisterOutcome::NeedsAuth(req.followup)),
+        }
+    }
+
+    /// Completes an interactive registration for a user (`headscale auth register`).
+    pub async fn approve_registration(&self, auth_id: &str, user_name: &str) -> Result<Arc<NodeEntry>, StateError> {
+        let (machine_key, req) =
+            self.pending.get(auth_id).ok_or_else(|| StateError::RegistrationNotFound(auth_id.to_string()))?;
+        let user = self
+            .snapshot()
+            .user_by_name(user_name)
+            .cloned()
+            .ok_or_else(|| StateError::UserNotFound(user_name.to_string()))?;
+        let mut w = self.writer.lock().await;
+        let grant = Grant { user_id: Some(user.id), tags: Vec::new(), ephemeral: req.ephemeral, method: RegisterMethod::Cli, key: None };
+        let entry = self.enroll(&mut w, machine_key, &req, grant).await.map_err(|e| match e {
+            RegisterError::Internal(e) => e,
+            other => StateError::RegistrationNotFound(other.to_string()),
+        })?;
+        self.pending.finish(auth_id, Verdict::Approved(entry.node.id));
+        Ok(entry)
+    }
+
+    /// Refuses an interactive registration.
+    pub fn reject_registration(&self, auth_id: &str, reason: &str) -> Result<(), StateError> {
+        if self.pending.finish(auth_id, Verdict::Rejected(reason.to_string())) {
+            Ok(())
+        } else {
+            Err(StateError::RegistrationNotFound(auth_id.to_string()))
+        }
+    }
+
+    /// Creates the node for a machine, or re-keys the machine's existing node, and publishes it.
+    async fn enroll(
+        &self,
+        w: &mut super::Writer,
+        machine_key: MachineKey,
+        req: &RegisterRequest,
+        grant: Grant,
+    ) -> Result<Arc<NodeEntry>, RegisterError> {
+        let now = Utc::now();
+        let snap = self.snapshot();
+        // Checked again under the writer lock: two machines may race for one node key.
+        if snap.node_by_key(&req.node_key).is_some_and(|n| n.node.machine_key != machine_key) {
+            return Err(RegisterError::NodeKeyInUse);
+        }
+        let expiry = (!self.config.node.expiry.is_zero() && grant.tags.is_empty())
+            .then(|| now + chrono::Duration::from_std(self.config.node.expiry).unwrap_or(chrono::Duration::MAX));
+        let hostinfo = req.hostinfo.clone().unwrap_or_default();
+        let consume = grant.key.as_ref().filter(|k| !k.reusable).map(|k| k.id);
+        let online = snap.node_by_machine(&machine_key).is_some_and(|e| e.online);
+
+        let node = match snap.node_by_machine(&machine_key) {
+            Some(existing) => {
+                let node = Node {
+                    node_key: req.node_key,
+                    hostinfo,
+                    user_id: grant.user_id,
+                    tags: grant.tags,
+                    register_method: grant.method,
+                    auth_key_id: grant.key.as_ref().map(|k| k.id).or(existing.node.auth_key_id),
+                    ephemeral: grant.ephemeral,
+                    expiry,
+                    ..existing.node.clone()
+                };
+                let stored = node.clone();
+                let ok = match consume {
+                    Some(key_id) => self.db.run(move |db| db.update_node_consuming_key(&stored, key_id)).await.map_err(StateError::from)?,
+                    None => {
+                        self.db.run(move |db| db.update_node(&stored)).await.map_err(StateError::from)?;
+                        true
+                    }
+                };
+                if !ok {
+                    return Err(RegisterError::UsedKey);
+                }
+                node
+            }
+            None => {
+                let (ipv4, ipv6) = w.ipam.allocate().map_err(StateError::from)?;
+                let hostname = if hostinfo.hostname.is_empty() { "node".to_string() } else { hostinfo.hostname.clone() };
+                let given_name = unique_name(&sanitize_hostname(&hostname), |n| snap.given_name_taken(n, None));
+                let node = Node {
+                    id: 0,
+                    machine_key,
+                    node_key: req.node_key,
+                    disco_key: None,
+                    endpoints: Vec::new(),
+                    hostinfo,
+                    ipv4,
+                    ipv6,
+                    hostname,
+                    given_name,
+                    user_id: grant.user_id,
+                    register_method: grant.method,
+                    tags: grant.tags,
+                    auth_key_id: grant.key.as_ref().map(|k| k.id),
+                    ephemeral: grant.ephemeral,
+                    expiry,
+                    last_seen: None,
+                    approved_routes: Vec::new(),
+                    created_at: now,
+                };
+                let inserted = self.db.run(move |db| db.insert_node(node, consume)).await;
+                match inserted {
+                    Ok(Some(node)) => node,
+                    other => {
+                        for ip in ipv4.map(Into::into).into_iter().chain(ipv6.map(Into::into)) {
+                            w.ipam.release(ip);
+                        }
+                        return match other {
+                            Ok(None) => Err(RegisterError::UsedKey),
+                            Err(e) => Err(StateError::from(e).into()),
+                            Ok(Some(_)) => unreachable!("handled above"),
+                        };
+                    }
+                }
+            }
+        };
+        let id = node.id;
+        let entry = NodeEntry::new(node, online);
+        self.publish(|s| s.put_node(entry), vec![Change::Node { id, patch: None }]);
+        Ok(self.snapshot().node(id).cloned().expect("just published"))
+    }
+}
+
+/// Finds the stored key for an auth-key string and checks that it may still be used.
+fn validate_key(keys: &[PreAuthKey], auth_key: &str, now: chrono::DateTime<Utc>) -> Result<PreAuthKey, RegisterError> {
+    let (prefix, hash) = split_pre_auth_key(auth_key).ok_or(RegisterError::InvalidKey)?;
+    let key = keys
+        .iter()
+        .find(|k| k.prefix == prefix && hashes_match(&k.hash, &hash))
+        .ok_or(RegisterError::InvalidKey)?;
+    if key.is_expired(now) {
+        return Err(RegisterError::ExpiredKey);
+    }
+    if key.used && !key.reusable {
+        return Err(RegisterError::UsedKey);
+    }
+    Ok(key.clone())
+}

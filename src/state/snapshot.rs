@@ -1,0 +1,129 @@
+//! The NodeStore's immutable snapshot: every node and user as of one version. Readers load it
+//! without locks; the writer publishes a new one that shares everything unchanged
+//! (persistent maps), so a write costs O(log n), not a copy of the tailnet.
+
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{Node, NodeId, User, UserId};
+use crate::tailcfg::{MachineKey, NodeKey, RawNode};
+
+/// One node as published, with what is only known at run time.
+#[derive(Debug)]
+pub struct NodeEntry {
+    pub node: Node,
+    /// Whether the node holds at least one map stream now.
+    pub online: bool,
+    /// The node as its peers see it, serialized once on first use.
+    peer_wire: OnceLock<RawNode>,
+}
+
+impl NodeEntry {
+    /// A new entry; its wire form is computed lazily.
+    pub fn new(node: Node, online: bool) -> Self {
+        NodeEntry { node, online, peer_wire: OnceLock::new() }
+    }
+
+    /// The peer view, serialized once and shared by every session that shows this version.
+    pub fn peer_wire(&self, render: impl FnOnce(&NodeEntry) -> RawNode) -> RawNode {
+        self.peer_wire.get_or_init(|| render(self)).clone()
+    }
+
+    /// Whether the node key has expired at `now`.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.node.is_expired(now)
+    }
+}
+
+/// Every node and user at one version.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub version: u64,
+    pub nodes: imbl::OrdMap<NodeId, Arc<NodeEntry>>,
+    pub users: imbl::OrdMap<UserId, Arc<User>>,
+    pub by_node_key: imbl::HashMap<NodeKey, NodeId>,
+    pub by_machine_key: imbl::HashMap<MachineKey, NodeId>,
+}
+
+impl Snapshot {
+    /// A snapshot holding these users and nodes (with their online status); for tests and
+    /// benches that need a tailnet without a database.
+    pub fn build(users: impl IntoIterator<Item = User>, nodes: impl IntoIterator<Item = (Node, bool)>) -> Snapshot {
+        let mut s = Snapshot::default();
+        for u in users {
+            s.users.insert(u.id, Arc::new(u));
+        }
+        for (n, online) in nodes {
+            s.put_node(NodeEntry::new(n, online));
+        }
+        s
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> Option<&Arc<NodeEntry>> {
+        self.nodes.get(&id)
+    }
+
+    /// The node holding this node key.
+    pub fn node_by_key(&self, key: &NodeKey) -> Option<&Arc<NodeEntry>> {
+        self.by_node_key.get(key).and_then(|id| self.nodes.get(id))
+    }
+
+    /// The node registered from this machine.
+    pub fn node_by_machine(&self, key: &MachineKey) -> Option<&Arc<NodeEntry>> {
+        self.by_machine_key.get(key).and_then(|id| self.nodes.get(id))
+    }
+
+    /// The user with this id.
+    pub fn user(&self, id: UserId) -> Option<&Arc<User>> {
+        self.users.get(&id)
+    }
+
+    /// The user with this name.
+    pub fn user_by_name(&self, name: &str) -> Option<&Arc<User>> {
+        self.users.values().find(|u| u.name == name)
+    }
+
+    /// Whether a node already uses this DNS label (other than `except`).
+    pub fn given_name_taken(&self, name: &str, except: Option<NodeId>) -> bool {
+        self.nodes.values().any(|e| e.node.given_name == name && Some(e.node.id) != except)
+    }
+
+    /// Inserts or replaces a node, keeping the key indexes right.
+    pub fn put_node(&mut self, entry: NodeEntry) {
+        if let Some(old) = self.nodes.get(&entry.node.id) {
+            if old.node.node_key != entry.node.node_key {
+                self.by_node_key.remove(&old.node.node_key);
+            }
+            if old.node.machine_key != entry.node.machine_key {
+                self.by_machine_key.remove(&old.node.machine_key);
+            }
+        }
+        self.by_node_key.insert(entry.node.node_key, entry.node.id);
+        self.by_machine_key.insert(entry.node.machine_key, entry.node.id);
+        self.nodes.insert(entry.node.id, Arc::new(entry));
+    }
+
+    /// Clears references to deleted pre-auth keys from nodes (the database does the same).
+    pub(super) fn forget_auth_keys(&mut self, deleted: &[u64]) {
+        let stale: Vec<Arc<NodeEntry>> = self
+            .nodes
+            .values()
+            .filter(|e| e.node.auth_key_id.is_some_and(|k| deleted.contains(&k)))
+            .cloned()
+            .collect();
+        for e in stale {
+            let node = Node { auth_key_id: None, ..e.node.clone() };
+            self.put_node(NodeEntry::new(node, e.online));
+        }
+    }
+
+    /// Removes a node and its index entries.
+    pub fn remove_node(&mut self, id: NodeId) -> Option<Arc<NodeEntry>> {
+        let old = self.nodes.remove(&id)?;
+        self.by_node_key.remove(&old.node.node_key);
+        self.by_machine_key.remove(&old.node.machine_key);
+        Some(old)
+    }
+}

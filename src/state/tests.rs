@@ -1,0 +1,177 @@
+//! Unit tests of the writer: registration rules, persistence and the change events published.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::*;
+use crate::config::Config;
+use crate::db::Db;
+use crate::tailcfg::{Hostinfo, MachineKey, MapRequest, NetInfo, NodeKey, RegisterAuth, RegisterRequest};
+
+async fn state() -> Arc<State> {
+    let mut c = Config::embedded(std::path::Path::new("/nonexistent"));
+    c.node.ephemeral.inactivity_timeout = Duration::from_millis(50);
+    State::load(Arc::new(c), Db::open_in_memory().unwrap()).await.unwrap()
+}
+
+fn req(node: u8, key: &str) -> RegisterRequest {
+    RegisterRequest {
+        version: 130,
+        node_key: NodeKey([node; 32]),
+        auth: Some(RegisterAuth { auth_key: key.to_string() }),
+        hostinfo: Some(Hostinfo { hostname: format!("host-{node}"), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+async fn key(s: &State, user: u64, reusable: bool, ephemeral: bool) -> String {
+    s.create_pre_auth_key(Some(user), reusable, ephemeral, None, Vec::new()).await.unwrap().1
+}
+
+fn authorized(r: Result<RegisterOutcome, RegisterError>) -> Arc<NodeEntry> {
+    match r {
+        Ok(RegisterOutcome::Authorized(e)) => e,
+        other => panic!("expected authorized, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn wrong_expired_and_used_keys_are_refused_and_leave_nothing() {
+    let s = state().await;
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let bad = s.register(MachineKey([1; 32]), req(1, "hskey-auth-nope")).await;
+    assert!(matches!(bad, Err(RegisterError::InvalidKey)));
+    let one_shot = key(&s, u.id, false, false).await;
+    authorized(s.register(MachineKey([1; 32]), req(1, &one_shot)).await);
+    let again = s.register(MachineKey([2; 32]), req(2, &one_shot)).await;
+    assert!(matches!(again, Err(RegisterError::UsedKey)), "{again:?}");
+    let (k, expired) = s.create_pre_auth_key(Some(u.id), true, false, Some(Utc::now()), vec![]).await.unwrap();
+    assert!(k.expiration.is_some());
+    assert!(matches!(s.register(MachineKey([3; 32]), req(3, &expired)).await, Err(RegisterError::ExpiredKey)));
+    assert_eq!(s.snapshot().nodes.len(), 1);
+    assert_eq!(s.db.nodes().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn known_node_re_registers_without_a_key_and_keeps_its_address() {
+    let s = state().await;
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let k = key(&s, u.id, false, false).await;
+    let first = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
+    let again = authorized(s.register(MachineKey([1; 32]), req(1, "")).await);
+    assert_eq!(first.node.id, again.node.id);
+    assert_eq!(first.node.ipv4, again.node.ipv4);
+    assert_eq!(first.node.ipv4.unwrap().to_string(), "100.64.0.1");
+}
+
+#[tokio::test]
+async fn another_machine_cannot_take_a_node_key() {
+    let s = state().await;
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let k = key(&s, u.id, true, false).await;
+    authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
+    let stolen = s.register(MachineKey([9; 32]), req(1, &k)).await;
+    assert!(matches!(stolen, Err(RegisterError::NodeKeyInUse)), "{stolen:?}");
+}
+
+#[tokio::test]
+async fn logout_expires_and_rotation_needs_auth() {
+    let s = state().await;
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let k = key(&s, u.id, true, false).await;
+    let n = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
+    let logout = RegisterRequest { expiry: Some(Utc::now() - chrono::Duration::seconds(1)), ..req(1, "") };
+    assert!(matches!(s.register(MachineKey([1; 32]), logout).await, Ok(RegisterOutcome::LoggedOut(Some(_)))));
+    assert!(s.snapshot().node(n.node.id).unwrap().is_expired(Utc::now()));
+    // An expired node needs auth again; with no key it is sent to the interactive flow.
+    assert!(matches!(s.register(MachineKey([1; 32]), req(1, "")).await, Ok(RegisterOutcome::NeedsAuth(_))));
+    // Rotating to a new node key with a valid key keeps the node and its address.
+    let rotated = RegisterRequest { old_node_key: NodeKey([1; 32]), ..req(7, &k) };
+    let r = authorized(s.register(MachineKey([1; 32]), rotated).await);
+    assert_eq!(r.node.id, n.node.id);
+    assert_eq!(r.node.node_key, NodeKey([7; 32]));
+    assert_eq!(r.node.ipv4, n.node.ipv4);
+    assert!(!r.is_expired(Utc::now()));
+}
+
+#[tokio::test]
+async fn interactive_registration_waits_for_approval() {
+    let s = state().await;
+    s.create_user("ann", "", "", "").await.unwrap();
+    let mk = MachineKey([4; 32]);
+    let url = match s.register(mk, req(4, "")).await.unwrap() {
+        RegisterOutcome::NeedsAuth(u) => u,
+        other => panic!("{other:?}"),
+    };
+    let id = url.rsplit('/').next().unwrap().to_string();
+    let waiter = {
+        let s = s.clone();
+        let follow = RegisterRequest { followup: url.clone(), ..req(4, "") };
+        tokio::spawn(async move { s.register(mk, follow).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(s.approve_registration(&id, "nobody").await.is_err(), "unknown user refused");
+    let node = s.approve_registration(&id, "ann").await.unwrap();
+    let done = authorized(waiter.await.unwrap());
+    assert_eq!(done.node.id, node.node.id);
+}
+
+#[tokio::test]
+async fn map_updates_publish_patches_or_full_changes() {
+    let s = state().await;
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let k = key(&s, u.id, true, false).await;
+    let n = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
+    let mut rx = s.subscribe();
+    let endpoints = MapRequest { node_key: NodeKey([1; 32]), endpoints: Some(vec!["192.0.2.1:41641".parse().unwrap()]), ..Default::default() };
+    s.apply_map_request(n.node.id, &endpoints).await.unwrap();
+    let set = rx.recv().await.unwrap();
+    assert!(matches!(&set.changes[..], [Change::Node { patch: Some(p), .. }] if p.endpoints.is_some()));
+    let derp = MapRequest {
+        node_key: NodeKey([1; 32]),
+        hostinfo: Some(Hostinfo {
+            hostname: "host-1".into(),
+            net_info: Some(NetInfo { preferred_derp: 999, ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    s.apply_map_request(n.node.id, &derp).await.unwrap();
+    let set = rx.recv().await.unwrap();
+    assert!(matches!(&set.changes[..], [Change::Node { patch: Some(p), .. }] if p.derp_region == 999));
+    let os = MapRequest { hostinfo: Some(Hostinfo { os: "linux".into(), ..derp.hostinfo.clone().unwrap() }), ..derp.clone() };
+    s.apply_map_request(n.node.id, &os).await.unwrap();
+    let set = rx.recv().await.unwrap();
+    assert!(matches!(&set.changes[..], [Change::Node { patch: None, .. }]));
+    // The same request again changes nothing and publishes nothing.
+    s.apply_map_request(n.node.id, &os).await.unwrap();
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn ephemeral_nodes_are_removed_after_disconnect() {
+    let s = state().await;
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let k = key(&s, u.id, true, true).await;
+    let n = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
+    assert!(n.node.ephemeral);
+    s.connect(n.node.id).await.unwrap();
+    s.disconnect(n.node.id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.snapshot().node(n.node.id).is_none());
+    assert!(s.db.nodes().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn users_with_nodes_cannot_be_deleted_and_keys_hold_no_secret() {
+    let s = state().await;
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    assert!(matches!(s.create_user("ann", "", "", "").await, Err(StateError::UserExists(_))));
+    let k = key(&s, u.id, true, false).await;
+    let stored = s.pre_auth_keys().await;
+    assert!(!k.contains(&hex::encode(stored[0].hash)) && !stored[0].prefix.is_empty());
+    authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
+    assert!(matches!(s.delete_user(u.id).await, Err(StateError::UserHasNodes(_))));
+}

@@ -1,0 +1,112 @@
+//! Deterministic tailnets (fixed keys, names and times) for tests, snapshots and benches.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::mapper::MapContext;
+use crate::model::{Node, RegisterMethod, User};
+use crate::policy::Policy;
+use crate::state::Snapshot;
+use crate::tailcfg::{DerpMap, DerpNode, DerpRegion, DiscoKey, Hostinfo, MachineKey, NetInfo, NodeKey};
+
+/// A fixed point in time.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid time")
+}
+
+/// 32 key bytes that differ for every `i` and every `kind`.
+fn key_bytes(kind: u8, i: u32) -> [u8; 32] {
+    let mut k = [kind; 32];
+    k[..4].copy_from_slice(&i.to_be_bytes());
+    if i < 256 {
+        k = [kind.wrapping_add(i as u8); 32];
+    }
+    k
+}
+
+/// Node `i` (1-based) of user `user` (tagged when `user` is `None`).
+pub fn node(i: u32, user: Option<u64>) -> Node {
+    let (hi, lo) = ((i >> 8) as u8, i as u8);
+    Node {
+        id: i as u64,
+        machine_key: MachineKey(key_bytes(0, i)),
+        node_key: NodeKey(key_bytes(0x10, i)),
+        disco_key: Some(DiscoKey(key_bytes(0x20, i))),
+        endpoints: vec![format!("192.0.2.{lo}:{}", 41641 + hi as u32).parse().expect("valid")],
+        hostinfo: Hostinfo {
+            hostname: format!("host-{i}"),
+            os: "linux".into(),
+            net_info: Some(NetInfo { preferred_derp: 999, ..Default::default() }),
+            ..Default::default()
+        },
+        ipv4: Some(format!("100.64.{hi}.{lo}").parse().expect("valid")),
+        ipv6: Some(format!("fd7a:115c:a1e0::{i:x}").parse().expect("valid")),
+        hostname: format!("host-{i}"),
+        given_name: format!("host-{i}"),
+        user_id: user,
+        register_method: RegisterMethod::AuthKey,
+        tags: if user.is_none() { vec!["tag:server".into()] } else { Vec::new() },
+        auth_key_id: None,
+        ephemeral: false,
+        expiry: None,
+        last_seen: Some(t0()),
+        approved_routes: Vec::new(),
+        created_at: t0(),
+    }
+}
+
+/// A user with a fixed creation time.
+pub fn user(id: u64, name: &str) -> User {
+    User {
+        id,
+        name: name.into(),
+        display_name: String::new(),
+        email: String::new(),
+        provider_id: String::new(),
+        provider: String::new(),
+        profile_pic_url: String::new(),
+        created_at: t0(),
+    }
+}
+
+/// Three nodes: two of user 1 (online), one tagged (offline).
+pub fn tailnet() -> Snapshot {
+    Snapshot::build(
+        [user(1, "alice")],
+        [(node(1, Some(1)), true), (node(2, Some(1)), true), (node(3, None), false)],
+    )
+}
+
+/// `n` nodes spread over `users` users, all online.
+pub fn large_tailnet(users: u64, n: u32) -> Snapshot {
+    Snapshot::build(
+        (1..=users).map(|u| user(u, &format!("user{u}"))),
+        (1..=n).map(|i| (node(i, Some(1 + i as u64 % users)), true)),
+    )
+}
+
+/// A map context with one loopback DERP region and the allow-all policy.
+pub fn context() -> MapContext {
+    let mut derp = DerpMap::default();
+    derp.regions.insert(
+        999,
+        DerpRegion {
+            region_id: 999,
+            region_code: "headscale".into(),
+            region_name: "Headscale Embedded DERP".into(),
+            nodes: vec![DerpNode {
+                name: "999a".into(),
+                region_id: 999,
+                host_name: "127.0.0.1".into(),
+                ipv4: "127.0.0.1".into(),
+                ipv6: "none".into(),
+                stun_port: 3478,
+                derp_port: 8443,
+                insecure_for_tests: true,
+                can_port_80: false,
+            }],
+        },
+    );
+    MapContext { base_domain: "tailnet.test".into(), derp_map: Arc::new(derp), dns: None, policy: Policy::allow_all() }
+}
