@@ -7,6 +7,7 @@ use std::hint::black_box;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use headscale::mapper::{full_map, peer_wire, SessionView};
+use headscale::policy::PolicyView;
 use headscale::state::{Change, ChangeSet, NodeEntry};
 use headscale::tailcfg::PeerChange;
 use headscale::testing::{context, large_tailnet, node};
@@ -37,7 +38,7 @@ fn one_peer(c: &mut Criterion) {
     c.bench_function("peer_wire/render_one", |b| {
         b.iter_batched(
             || NodeEntry::new(node(7, Some(1)), true),
-            |e| black_box(peer_wire(&e, &ctx, now)),
+            |e| black_box(peer_wire(1, &e, &ctx, &PolicyView::default(), now)),
             criterion::BatchSize::SmallInput,
         )
     });
@@ -51,7 +52,7 @@ fn delta_fanout(c: &mut Criterion) {
     let mut views: Vec<SessionView> = (1..=sessions as u64)
         .map(|id| {
             let me = snap.node(id).expect("node").clone();
-            SessionView::new(id, &snap, &full_map(&snap, &me, &ctx, now), &ctx, now)
+            SessionView::new(id, &snap, &full_map(&snap, &me, &ctx, now), now)
         })
         .collect();
     // Node 5 reports new endpoints.

@@ -19,7 +19,6 @@ use crate::db::{Db, DbError};
 use crate::derp::{self, DerpServer};
 use crate::http::Router;
 use crate::mapper::MapContext;
-use crate::policy::Policy;
 use crate::state::{Change, State, StateError};
 use crate::tailcfg::{DerpMap, DerpNode, DerpRegion, DnsConfig, NodeKey, PrivateKey};
 
@@ -87,12 +86,6 @@ pub fn check(config: &Config) -> Result<(), AppError> {
 
 /// Refuses settings this version cannot honour, rather than silently ignoring them.
 fn reject_unsupported(config: &Config) -> Result<(), AppError> {
-    if !config.policy.path.is_empty() {
-        return Err(AppError::Unsupported(format!(
-            "policy.path is set ({}), but this version does not enforce policies yet; remove it to allow all traffic",
-            config.policy.path
-        )));
-    }
     if !config.tls_cert_path.is_empty() || !config.tls_letsencrypt_hostname.is_empty() {
         return Err(AppError::Unsupported(
             "TLS on listen_addr (tls_cert_path, tls_letsencrypt_hostname) is not supported yet; terminate TLS in a proxy".into(),
@@ -204,12 +197,12 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             base_domain: config.dns.base_domain.clone(),
             derp_map,
             dns: dns_config(&config),
-            policy: Policy::allow_all(),
         },
     });
     let router = Arc::new(Router { control, derp: derp_server.clone() });
     tasks.push(tokio::spawn(serve_http(listener, router, stopped())));
     tasks.push(tokio::spawn(expiry_ticker(state.clone(), stopped())));
+    tasks.push(tokio::spawn(state.clone().watch_policy_file(stopped())));
     let socket_state = state.clone();
     let socket = config.unix_socket.clone();
     let permission = u32::from_str_radix(config.unix_socket_permission.trim_start_matches("0o"), 8).unwrap_or(0o770);

@@ -113,6 +113,11 @@ impl Node {
         self.expiry.is_some_and(|e| e <= now)
     }
 
+    /// The advertised routes that are approved: the ones the node may route.
+    pub fn live_routes(&self) -> impl Iterator<Item = IpNet> + '_ {
+        self.hostinfo.routable_ips.iter().filter(|r| self.approved_routes.contains(r)).copied()
+    }
+
     /// Whether the node belongs to tags rather than a user.
     pub fn is_tagged(&self) -> bool {
         !self.tags.is_empty()

@@ -6,8 +6,8 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::mapper::MapContext;
 use crate::model::{Node, RegisterMethod, User};
-use crate::policy::Policy;
-use crate::state::Snapshot;
+use crate::policy::ParsedPolicy;
+use crate::state::{compile_policy, Snapshot};
 use crate::tailcfg::{DerpMap, DerpNode, DerpRegion, DiscoKey, Hostinfo, MachineKey, NetInfo, NodeKey};
 
 /// A fixed point in time.
@@ -108,5 +108,13 @@ pub fn context() -> MapContext {
             }],
         },
     );
-    MapContext { base_domain: "tailnet.test".into(), derp_map: Arc::new(derp), dns: None, policy: Policy::allow_all() }
+    MapContext { base_domain: "tailnet.test".into(), derp_map: Arc::new(derp), dns: None }
+}
+
+/// `snap` with `policy` (HuJSON) in force; panics if the policy is invalid.
+pub fn with_policy(mut snap: Snapshot, policy: &str) -> Snapshot {
+    let source = Arc::new(ParsedPolicy::parse(policy).expect("a valid policy"));
+    let active = compile_policy(source, &snap);
+    snap.policy = Arc::new(snap.policy.successor(Some(active), Default::default()));
+    snap
 }

@@ -60,7 +60,7 @@ pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -
     };
     let now = Utc::now();
     let first = full_map(&snap, &me, &ctrl.map, now);
-    let view = SessionView::new(id, &snap, &first, &ctrl.map, now);
+    let view = SessionView::new(id, &snap, &first, now);
     let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
     if tx.send(encode(id, &first, zstd)).await.is_err() {
         return empty(StatusCode::OK);

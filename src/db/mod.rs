@@ -3,9 +3,11 @@
 
 mod api_keys;
 mod migrations;
+mod policies;
 mod sqlite;
 
 pub use api_keys::ApiKey;
+pub use policies::StoredPolicy;
 pub use sqlite::Db;
 
 /// A storage operation failed.

@@ -67,7 +67,9 @@ fn status(e: StateError) -> Status {
         | StateError::InvalidNodeName(_)
         | StateError::InvalidTag(_)
         | StateError::KeyWithoutOwner => Status::invalid_argument(message),
-        StateError::UserHasNodes(_) => Status::failed_precondition(message),
+        StateError::UserHasNodes(_) | StateError::PolicyNotInDatabase => Status::failed_precondition(message),
+        StateError::Policy(_) => Status::invalid_argument(message),
+        StateError::PolicyFile { .. } => Status::internal(message),
         StateError::Exhausted(_) => Status::resource_exhausted(message),
     }
 }
@@ -362,17 +364,21 @@ impl HeadscaleService for AdminService {
     }
 
     async fn get_policy(&self, _: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {
-        Err(unavailable("GetPolicy"))
+        let (policy, updated_at) = self.state.policy_text().await.map_err(status)?;
+        Ok(Response::new(pb::GetPolicyResponse { policy, updated_at: updated_at.map(convert::timestamp) }))
     }
 
-    async fn set_policy(&self, _: Request<pb::SetPolicyRequest>) -> Result<Response<pb::SetPolicyResponse>, Status> {
-        Err(unavailable("SetPolicy"))
+    async fn set_policy(&self, req: Request<pb::SetPolicyRequest>) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        let policy = req.into_inner().policy;
+        let updated_at = self.state.set_policy(&policy).await.map_err(status)?;
+        Ok(Response::new(pb::SetPolicyResponse { policy, updated_at: Some(convert::timestamp(updated_at)) }))
     }
 
     async fn check_policy(
         &self,
-        _: Request<pb::CheckPolicyRequest>,
+        req: Request<pb::CheckPolicyRequest>,
     ) -> Result<Response<pb::CheckPolicyResponse>, Status> {
-        Err(unavailable("CheckPolicy"))
+        self.state.check_policy(&req.into_inner().policy).map_err(status)?;
+        Ok(Response::new(pb::CheckPolicyResponse {}))
     }
 }

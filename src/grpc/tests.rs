@@ -28,10 +28,16 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(|_| {}).await
+}
+
+/// Starts a server whose embedded configuration `edit` adjusts.
+async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::embedded(dir.path());
     config.unix_socket = dir.path().join("run").join("headscale.sock");
     config.cli.timeout = Duration::from_secs(5);
+    edit(&mut config);
     let state = State::load(Arc::new(config.clone()), Db::open_in_memory().expect("db")).await.expect("state");
     let (stop, stopped) = oneshot::channel::<()>();
     let path = config.unix_socket.clone();
@@ -260,8 +266,9 @@ async fn other_methods_are_unimplemented_and_health_answers() {
         client.set_tags(pb::SetTagsRequest { node_id: 1, tags: vec!["tag:a".into()] }).await.expect_err("not offered");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert_eq!(err.message(), "SetTags is not available in this version");
-    let err = client.set_policy(pb::SetPolicyRequest { policy: "{}".into() }).await.expect_err("not offered");
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    let err = client.set_policy(pb::SetPolicyRequest { policy: "{}".into() }).await.expect_err("file mode");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(err.message(), "the policy can only be changed when policy.mode is database");
     let health = client.health(pb::HealthRequest {}).await.expect("answers").into_inner();
     assert!(health.database_connectivity);
     let node = client.get_node(pb::GetNodeRequest { node_id: 4 }).await.expect_err("no such node");
@@ -272,6 +279,48 @@ async fn other_methods_are_unimplemented_and_health_answers() {
     assert_eq!(mode.permissions().mode() & 0o7777, 0o770);
     let again = serve_unix(&s.config.unix_socket, 0o770, s.state.clone(), async {}).await;
     assert!(matches!(again, Err(GrpcError::InUse(_))), "{again:?}");
+    let _ = s.stop.send(());
+}
+
+#[tokio::test]
+async fn policy_in_the_database_through_the_cli() {
+    let s = start_with(|c| c.policy.mode = "database".into()).await;
+    ok(&s.config, &["health"]).await;
+    assert_eq!(json(&s.config, &["policy", "get"]).await["policy"], "");
+    let dir = s.config.unix_socket.parent().expect("socket directory").to_path_buf();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("policy file");
+        path.display().to_string()
+    };
+    let good = write(
+        "good.hujson",
+        r#"{
+  // the office may reach the web server
+  "hosts": {"office": "100.64.0.1", "web": "100.64.0.2"},
+  "acls": [{"action": "accept", "src": ["office"], "dst": ["web:80"]},],
+  "tests": [{"src": "office", "accept": ["web:80"], "deny": ["web:22"]}],
+}"#,
+    );
+    let broken = write("broken.hujson", r#"{"acls": [{"action": "allow", "src": ["*"], "dst": ["*:*"]}]}"#);
+    let failing = write(
+        "failing.hujson",
+        r#"{"acls": [{"action": "accept", "src": ["100.64.0.1"], "dst": ["100.64.0.2:80"]}], "tests": [{"src": "100.64.0.1", "accept": ["100.64.0.2:22"]}]}"#,
+    );
+    ok(&s.config, &["policy", "check", "-f", &good]).await;
+    let refused = failure(&s.config, &["policy", "check", "-f", &broken]).await;
+    assert_eq!(code(&refused), tonic::Code::InvalidArgument);
+    assert!(refused.to_string().contains(r#"action="allow" is not supported"#), "{refused}");
+    assert_eq!(json(&s.config, &["policy", "get"]).await["policy"], "", "check applies nothing");
+
+    ok(&s.config, &["policy", "set", "-f", &good]).await;
+    let stored = json(&s.config, &["policy", "get"]).await;
+    assert_eq!(stored["policy"], std::fs::read_to_string(&good).expect("read"));
+    assert!(s.state.snapshot().policy.policy().is_some(), "the policy is in force");
+
+    let refused = failure(&s.config, &["policy", "set", "-f", &failing]).await;
+    assert_eq!(code(&refused), tonic::Code::InvalidArgument);
+    assert_eq!(json(&s.config, &["policy", "get"]).await["policy"], stored["policy"], "a refused policy changes nothing");
     let _ = s.stop.send(());
 }
 

@@ -1,5 +1,7 @@
 //! Rendering nodes and full maps: the self node, peers as their viewers see them (serialized
-//! once per node version), user profiles, DERP map and DNS configuration.
+//! once per node version and policy view, unless the policy shows a peer's routes differently
+//! to different viewers), user profiles, DERP map, DNS configuration, packet filter and SSH
+//! policy.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -7,8 +9,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::model::UserId;
-use crate::policy::Policy;
+use crate::model::{NodeId, UserId};
+use crate::policy::{NodeRules, PolicyView};
 use crate::state::{NodeEntry, Snapshot};
 use crate::tailcfg::{self, DerpMap, DnsConfig, MapResponse, RawNode, UserProfile};
 
@@ -21,7 +23,6 @@ pub struct MapContext {
     pub base_domain: String,
     pub derp_map: Arc<DerpMap>,
     pub dns: Option<Arc<DnsConfig>>,
-    pub policy: Policy,
 }
 
 impl MapContext {
@@ -42,13 +43,21 @@ fn addresses(e: &NodeEntry) -> Vec<IpNet> {
     v4.into_iter().chain(v6).collect()
 }
 
-fn render(e: &NodeEntry, ctx: &MapContext, now: DateTime<Utc>, as_peer: bool) -> tailcfg::Node {
+/// Node `e` as `viewer` sees it, or as it sees itself when `viewer` is `None`.
+fn render(e: &NodeEntry, ctx: &MapContext, view: &PolicyView, now: DateTime<Utc>, viewer: Option<NodeId>) -> tailcfg::Node {
     let n = &e.node;
+    let as_peer = viewer.is_some();
     let addrs = addresses(e);
     let expired = n.is_expired(now);
     // An expired peer is cut off even for clients that ignore `Expired`: nothing routes to it
     // and nothing from it is accepted.
     let cut_off = as_peer && expired;
+    let primary_routes = view.primary_routes(n.id);
+    let allowed_ips = match viewer {
+        _ if cut_off => Vec::new(),
+        Some(v) => view.allowed_ips(v, n),
+        None => addrs.iter().chain(&primary_routes).copied().collect(),
+    };
     tailcfg::Node {
         id: n.id,
         stable_id: n.id.to_string(),
@@ -58,7 +67,7 @@ fn render(e: &NodeEntry, ctx: &MapContext, now: DateTime<Utc>, as_peer: bool) ->
         key_expiry: n.expiry,
         machine: n.machine_key,
         disco_key: n.disco_key,
-        allowed_ips: if cut_off { Vec::new() } else { addrs.clone() },
+        allowed_ips,
         addresses: addrs,
         endpoints: if cut_off { Vec::new() } else { n.endpoints.clone() },
         home_derp: if cut_off { 0 } else { n.home_derp() },
@@ -66,29 +75,36 @@ fn render(e: &NodeEntry, ctx: &MapContext, now: DateTime<Utc>, as_peer: bool) ->
         created: n.created_at,
         cap: 0,
         tags: n.tags.clone(),
-        primary_routes: Vec::new(),
+        primary_routes,
         last_seen: if as_peer && !e.online { n.last_seen } else { None },
         online: as_peer.then_some(e.online),
         machine_authorized: !expired,
-        cap_map: Default::default(),
+        cap_map: if as_peer { view.peer_caps(n.id) } else { view.rules(n.id).caps.clone() },
         expired,
     }
 }
 
-/// Whether `me` is shown `peer`: the policy allows it and `me`'s own key has not expired (an
-/// expired node sees no one). Expired peers stay listed, marked expired, but unroutable.
-pub fn shows(ctx: &MapContext, me: &NodeEntry, peer: &NodeEntry, now: DateTime<Utc>) -> bool {
-    me.node.id != peer.node.id && !me.is_expired(now) && ctx.policy.peer_visible(&me.node, &peer.node)
+/// Whether `me` (with its `rules`) is shown `peer`: the policy lets `me` see it and `me`'s
+/// own key has not expired (an expired node sees no one). Expired peers stay listed, marked
+/// expired, but unroutable.
+pub fn shows(rules: &NodeRules, me: &NodeEntry, peer: &NodeEntry, now: DateTime<Utc>) -> bool {
+    me.node.id != peer.node.id && !me.is_expired(now) && rules.sees(peer.node.id)
 }
 
 /// A node as it sees itself.
-pub fn self_node(e: &NodeEntry, ctx: &MapContext, now: DateTime<Utc>) -> tailcfg::Node {
-    render(e, ctx, now, false)
+pub fn self_node(e: &NodeEntry, ctx: &MapContext, view: &PolicyView, now: DateTime<Utc>) -> tailcfg::Node {
+    render(e, ctx, view, now, None)
 }
 
-/// A node as its peers see it, serialized once per published version.
-pub fn peer_wire(e: &NodeEntry, ctx: &MapContext, now: DateTime<Utc>) -> RawNode {
-    e.peer_wire(|e| RawNode::new(&render(e, ctx, now, true)))
+/// Node `e` as `viewer` sees it: serialized once per published version and policy view,
+/// unless the policy shows its routes differently to different viewers.
+pub fn peer_wire(viewer: NodeId, e: &NodeEntry, ctx: &MapContext, view: &PolicyView, now: DateTime<Utc>) -> RawNode {
+    let rendered = |e: &NodeEntry| RawNode::new(&render(e, ctx, view, now, Some(viewer)));
+    if view.varies_by_viewer(&e.node) {
+        rendered(e)
+    } else {
+        e.peer_wire(view.epoch, rendered)
+    }
 }
 
 fn profile(snap: &Snapshot, id: UserId) -> Option<UserProfile> {
@@ -114,21 +130,20 @@ pub fn user_profiles(snap: &Snapshot, users: impl IntoIterator<Item = UserId>) -
 }
 
 /// The first message of a session: the node itself, every visible peer, the DERP map, the
-/// packet filter, DNS and the users shown.
+/// packet filter, SSH policy, DNS and the users shown.
 pub fn full_map(snap: &Snapshot, me: &NodeEntry, ctx: &MapContext, now: DateTime<Utc>) -> MapResponse {
-    let peers: Vec<&Arc<NodeEntry>> = snap
-        .nodes
-        .values()
-        .filter(|p| shows(ctx, me, p, now))
-        .collect();
+    let view = &snap.policy;
+    let rules = view.rules(me.node.id);
+    let peers: Vec<&Arc<NodeEntry>> = snap.nodes.values().filter(|p| shows(&rules, me, p, now)).collect();
     let owner = |e: &NodeEntry| e.node.user_id.unwrap_or(TAGGED_DEVICES_USER_ID);
     MapResponse {
-        node: Some(self_node(me, ctx, now)),
+        node: Some(self_node(me, ctx, view, now)),
         derp_map: Some(ctx.derp_map.clone()),
-        peers: Some(peers.iter().map(|p| peer_wire(p, ctx, now)).collect()),
+        peers: Some(peers.iter().map(|p| peer_wire(me.node.id, p, ctx, view, now)).collect()),
         dns_config: ctx.dns.clone(),
         domain: ctx.base_domain.clone(),
-        packet_filter: Some(ctx.policy.packet_filter(&me.node)),
+        packet_filter: Some(rules.filter.clone()),
+        ssh_policy: rules.ssh.clone(),
         user_profiles: user_profiles(snap, std::iter::once(owner(me)).chain(peers.iter().map(|p| owner(p)))),
         control_time: Some(now),
         ..Default::default()

@@ -1,6 +1,8 @@
 //! What one map session has sent, and the delta it owes its client. Change events are folded
 //! in as they arrive (bursts coalesce: several patches to one peer become one, a full update
-//! absorbs patches); `flush` renders the delta against the latest snapshot.
+//! absorbs patches); `flush` renders the delta against the latest snapshot. When the policy's
+//! answers change, the session compares its client's peer list, packet filter, SSH policy and
+//! capabilities with the new ones and sends only what differs.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -9,37 +11,48 @@ use chrono::{DateTime, Utc};
 
 use super::render::{peer_wire, self_node, shows, user_profiles, MapContext, TAGGED_DEVICES_USER_ID};
 use crate::model::NodeId;
+use crate::policy::CapMap;
 use crate::state::{Change, ChangeSet, Snapshot};
-use crate::tailcfg::{FilterRule, MapResponse, PeerChange};
+use crate::tailcfg::{FilterRule, MapResponse, PeerChange, SshPolicy};
 
 /// A session's record of its client's view, and the changes not yet sent.
 #[derive(Debug)]
 pub struct SessionView {
     me: NodeId,
     known: HashSet<NodeId>,
+    /// The policy view the client's rules come from.
+    epoch: u64,
     filter: Option<Arc<Vec<FilterRule>>>,
+    ssh: Option<Arc<SshPolicy>>,
+    caps: CapMap,
     full: BTreeSet<NodeId>,
     patches: BTreeMap<NodeId, PeerChange>,
     removed: BTreeSet<NodeId>,
     self_dirty: bool,
+    rules_dirty: bool,
     resync: bool,
 }
 
 impl SessionView {
     /// The view after the client received `first` (a full map built at `now`) for node `me`.
-    pub fn new(me: NodeId, snap: &Snapshot, first: &MapResponse, ctx: &MapContext, now: DateTime<Utc>) -> Self {
+    pub fn new(me: NodeId, snap: &Snapshot, first: &MapResponse, now: DateTime<Utc>) -> Self {
+        let rules = snap.policy.rules(me);
         let known = match snap.node(me) {
-            Some(e) => snap.nodes.values().filter(|p| shows(ctx, e, p, now)).map(|p| p.node.id).collect(),
+            Some(e) => snap.nodes.values().filter(|p| shows(&rules, e, p, now)).map(|p| p.node.id).collect(),
             None => HashSet::new(),
         };
         SessionView {
             me,
             known,
+            epoch: snap.policy.epoch,
             filter: first.packet_filter.clone(),
+            ssh: first.ssh_policy.clone(),
+            caps: rules.caps.clone(),
             full: BTreeSet::new(),
             patches: BTreeMap::new(),
             removed: BTreeSet::new(),
             self_dirty: false,
+            rules_dirty: false,
             resync: false,
         }
     }
@@ -67,6 +80,8 @@ impl SessionView {
                     self.removed.insert(*id);
                 }
                 Change::Everything => self.resync = true,
+                // Noticed at flush, where the snapshot's policy view has a new epoch.
+                Change::Rules => self.rules_dirty = true,
             }
         }
     }
@@ -78,13 +93,15 @@ impl SessionView {
 
     /// Whether anything waits to be sent.
     pub fn has_pending(&self) -> bool {
-        self.self_dirty || self.resync || !self.full.is_empty() || !self.patches.is_empty() || !self.removed.is_empty()
+        self.self_dirty || self.rules_dirty || self.resync || !self.full.is_empty() || !self.patches.is_empty() || !self.removed.is_empty()
     }
 
     /// Renders the pending delta against `snap`. `None` if the session's own node is gone
     /// (the stream must end); an empty response if nothing the client sees changed.
     pub fn flush(&mut self, snap: &Snapshot, ctx: &MapContext, now: DateTime<Utc>) -> Option<MapResponse> {
         let me = snap.node(self.me)?.clone();
+        let view = &snap.policy;
+        let rules = view.rules(self.me);
         if std::mem::take(&mut self.resync) || (self.self_dirty && me.is_expired(now)) {
             self.self_dirty = true;
             for p in snap.nodes.values().filter(|p| p.node.id != self.me) {
@@ -92,12 +109,27 @@ impl SessionView {
             }
             self.removed.extend(self.known.iter().filter(|id| snap.node(**id).is_none()));
         }
+        let rules_changed = std::mem::take(&mut self.rules_dirty) && view.epoch != self.epoch;
+        if rules_changed {
+            self.epoch = view.epoch;
+            // Peers that appear or disappear, and those whose routes depend on the viewer.
+            for p in snap.nodes.values().filter(|p| p.node.id != self.me) {
+                let seen = shows(&rules, &me, p, now);
+                if seen != self.known.contains(&p.node.id) || (seen && view.varies_by_viewer(&p.node)) {
+                    self.full.insert(p.node.id);
+                }
+            }
+            if rules.caps != self.caps {
+                self.caps = rules.caps.clone();
+                self.self_dirty = true;
+            }
+        }
         let mut resp = MapResponse::default();
         let mut new_users = Vec::new();
         for id in std::mem::take(&mut self.full) {
-            match snap.node(id).filter(|p| shows(ctx, &me, p, now)) {
+            match snap.node(id).filter(|p| shows(&rules, &me, p, now)) {
                 Some(p) => {
-                    resp.peers_changed.push(peer_wire(p, ctx, now));
+                    resp.peers_changed.push(peer_wire(self.me, p, ctx, view, now));
                     if self.known.insert(id) {
                         new_users.push(p.node.user_id.unwrap_or(TAGGED_DEVICES_USER_ID));
                     }
@@ -119,13 +151,18 @@ impl SessionView {
                 resp.peers_removed.push(id);
             }
         }
-        if std::mem::take(&mut self.self_dirty) {
-            resp.node = Some(self_node(&me, ctx, now));
-            let filter = ctx.policy.packet_filter(&me.node);
-            if self.filter.as_ref() != Some(&filter) {
-                self.filter = Some(filter.clone());
-                resp.packet_filter = Some(filter);
+        if rules_changed || self.self_dirty {
+            if self.filter.as_ref() != Some(&rules.filter) {
+                self.filter = Some(rules.filter.clone());
+                resp.packet_filter = Some(rules.filter.clone());
             }
+            if self.ssh != rules.ssh {
+                self.ssh = rules.ssh.clone();
+                resp.ssh_policy = Some(rules.ssh.clone().unwrap_or_default());
+            }
+        }
+        if std::mem::take(&mut self.self_dirty) {
+            resp.node = Some(self_node(&me, ctx, view, now));
         }
         resp.user_profiles = user_profiles(snap, new_users);
         Some(resp)
@@ -134,7 +171,7 @@ impl SessionView {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::{context, node, t0, tailnet};
+    use crate::testing::{context, node, t0, tailnet, with_policy};
     use super::super::full_map;
     use super::*;
     use crate::state::NodeEntry;
@@ -142,7 +179,7 @@ mod tests {
     fn session() -> (Snapshot, SessionView) {
         let snap = tailnet();
         let first = full_map(&snap, snap.node(1).unwrap(), &context(), t0());
-        let view = SessionView::new(1, &snap, &first, &context(), t0());
+        let view = SessionView::new(1, &snap, &first, t0());
         (snap, view)
     }
 
@@ -232,5 +269,55 @@ mod tests {
         let d = view.flush(&snap, &context(), t0()).unwrap();
         assert_eq!(d.peers_removed, vec![2, 3]);
         assert!(d.node.unwrap().expired);
+    }
+
+    /// alice's nodes may reach the tagged server on port 22, and nothing else is allowed.
+    const SERVER_ONLY: &str = r#"{
+      "tagOwners": {"tag:server": ["alice@"]},
+      "acls": [{"action": "accept", "src": ["alice@"], "dst": ["tag:server:22"]}],
+    }"#;
+    const OPEN: &str = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+
+    fn peer_ids(raw: &[crate::tailcfg::RawNode]) -> Vec<u64> {
+        raw.iter().map(|r| serde_json::from_str::<serde_json::Value>(r.0.get()).unwrap()["ID"].as_u64().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_policy_decides_peers_and_filters() {
+        let snap = with_policy(tailnet(), SERVER_ONLY);
+        let alice = full_map(&snap, snap.node(1).unwrap(), &context(), t0());
+        assert_eq!(peer_ids(alice.peers.as_ref().unwrap()), vec![3], "alice sees the server, not her other node");
+        assert!(alice.packet_filter.as_ref().unwrap().is_empty(), "nothing may reach alice");
+        let server = full_map(&snap, snap.node(3).unwrap(), &context(), t0());
+        assert_eq!(peer_ids(server.peers.as_ref().unwrap()), vec![1, 2], "the server sees who may reach it");
+        let filter = serde_json::to_value(server.packet_filter.as_ref().unwrap()).unwrap();
+        assert_eq!(filter[0]["SrcIPs"], serde_json::json!(["100.64.0.1", "100.64.0.2", "fd7a:115c:a1e0::1", "fd7a:115c:a1e0::2"]));
+        assert_eq!(filter[0]["DstPorts"][0]["Ports"], serde_json::json!({"First": 22, "Last": 22}));
+    }
+
+    #[test]
+    fn policy_changes_arrive_as_deltas_and_unchanged_rules_are_not_resent() {
+        let snap = with_policy(tailnet(), SERVER_ONLY);
+        let first = full_map(&snap, snap.node(1).unwrap(), &context(), t0());
+        let mut view = SessionView::new(1, &snap, &first, t0());
+        let rules = || set(vec![Change::Rules]);
+
+        let open = with_policy(snap.clone(), OPEN);
+        view.apply(&rules());
+        let d = view.flush(&open, &context(), t0()).unwrap();
+        assert_eq!(peer_ids(&d.peers_changed), vec![2], "only the newly visible peer is sent");
+        assert!(d.peers.is_none() && d.peers_removed.is_empty());
+        assert!(!d.packet_filter.unwrap().is_empty(), "alice may now be reached");
+
+        let same = with_policy(open.clone(), OPEN);
+        view.apply(&rules());
+        assert!(view.flush(&same, &context(), t0()).unwrap().is_empty(), "same answers: nothing is sent");
+
+        let closed = with_policy(same.clone(), SERVER_ONLY);
+        view.apply(&rules());
+        let d = view.flush(&closed, &context(), t0()).unwrap();
+        assert_eq!(d.peers_removed, vec![2]);
+        assert!(d.peers_changed.is_empty());
+        assert_eq!(d.packet_filter.as_deref(), Some(&Vec::new()));
     }
 }

@@ -11,8 +11,8 @@
 //!   [`load_policy`] does everything a policy write needs.
 //! - [`conformance`] replays the scenarios captured from Tailscale.
 //!
-//! [`Policy`] is what map generation consults today: allow-all until a compiled policy is
-//! wired in.
+//! - [`PolicyView`] is what map generation consults for one snapshot: allow-all or the
+//!   compiled policy, primary routers, and each node's rules (`view`).
 
 mod alias;
 mod approve;
@@ -34,6 +34,7 @@ mod ssh;
 mod tailnet;
 mod tests_eval;
 mod types;
+mod view;
 
 pub use alias::{Alias, AutoGroup, Role};
 pub use attrs::CapMap;
@@ -42,14 +43,10 @@ pub use hujson::HujsonError;
 pub use parse::PolicyError;
 pub use tailnet::{PolicyNode, PolicyUser};
 pub use tests_eval::run_tests;
+pub use view::{policy_node, ActivePolicy, NodeRules, PolicyView};
 pub use types::{
     AutoApprovers, CheckPeriod, Grant, IpSpec, NodeAttr, ParsedPolicy, PolicyTest, SshActionKind, SshRuleSpec, SshTest,
 };
-
-use std::sync::Arc;
-
-use crate::model::Node;
-use crate::tailcfg::FilterRule;
 
 /// Parses and validates a policy, checks its `user:*@domain` names against `domains`, compiles
 /// it for `nodes` and runs its tests: what `headscale policy set` and `check` need. A refused
@@ -64,27 +61,4 @@ pub fn load_policy(
     let compiled = CompiledPolicy::compile(&policy, nodes);
     run_tests(&policy, &compiled)?;
     Ok((policy, compiled))
-}
-
-/// The compiled policy that map generation consults.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    filter: Arc<Vec<FilterRule>>,
-}
-
-impl Policy {
-    /// The policy used when none is configured.
-    pub fn allow_all() -> Self {
-        Policy { filter: Arc::new(vec![FilterRule::allow_all()]) }
-    }
-
-    /// Whether `peer` appears in `viewer`'s peer list.
-    pub fn peer_visible(&self, _viewer: &Node, _peer: &Node) -> bool {
-        true
-    }
-
-    /// The packet filter for `node`: what it accepts from whom.
-    pub fn packet_filter(&self, _node: &Node) -> Arc<Vec<FilterRule>> {
-        self.filter.clone()
-    }
 }

@@ -16,6 +16,10 @@ pub enum Change {
     /// Something that affects every node's view (users, policy, DNS, DERP map): each
     /// session re-checks its whole peer list and its own node.
     Everything,
+    /// The policy's answers changed (a new policy, a recompilation, or another primary
+    /// router): each session re-derives its peers, packet filter and SSH policy and sends
+    /// what differs.
+    Rules,
 }
 
 /// The changes of one published version.

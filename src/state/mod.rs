@@ -7,7 +7,9 @@ pub mod api_keys;
 mod change;
 mod keys;
 mod nodes;
+mod policy;
 mod register;
+mod rules;
 mod snapshot;
 mod users;
 
@@ -20,6 +22,7 @@ use tokio::sync::{broadcast, Mutex};
 
 pub use change::{Change, ChangeSet};
 pub use register::{RegisterError, RegisterOutcome};
+pub use rules::compile as compile_policy;
 pub use snapshot::{NodeEntry, Snapshot};
 
 use crate::auth::PendingRegistrations;
@@ -27,6 +30,7 @@ use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::ipam::Ipam;
 use crate::model::{NodeId, PreAuthKey};
+use crate::policy::PolicyView;
 
 /// A write was refused or failed; the message says which and why.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,12 @@ pub enum StateError {
     RegistrationNotFound(String),
     #[error(transparent)]
     Exhausted(#[from] crate::ipam::Exhausted),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("cannot read the policy file {path}: {source}")]
+    PolicyFile { path: String, source: std::io::Error },
+    #[error("the policy can only be changed when policy.mode is database")]
+    PolicyNotInDatabase,
 }
 
 /// Run-time session bookkeeping: how many map streams each node holds, and an epoch that
@@ -102,6 +112,9 @@ impl State {
             }
             snap.put_node(NodeEntry::new(n, false));
         }
+        let text = policy::stored_policy(&config, &db).await?;
+        let active = text.map(|t| policy::checked(&t, &snap)).transpose()?;
+        snap.policy = Arc::new(PolicyView::new(1, active, Default::default(), Arc::from(config.server_url.as_str())));
         let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
         let state = Arc::new(State {
             config,
@@ -143,10 +156,12 @@ impl State {
 
     /// Publishes a new snapshot built by `edit` and announces its changes. Called only with
     /// the writer lock held, after the database write succeeded.
-    fn publish(&self, edit: impl FnOnce(&mut Snapshot), changes: Vec<Change>) {
-        let mut next = Snapshot::clone(&self.snapshot.load());
+    fn publish(&self, edit: impl FnOnce(&mut Snapshot), mut changes: Vec<Change>) {
+        let prev = self.snapshot.load_full();
+        let mut next = Snapshot::clone(&prev);
         next.version += 1;
         edit(&mut next);
+        rules::refresh(&prev, &mut next, &mut changes);
         let version = next.version;
         self.snapshot.store(Arc::new(next));
         if !changes.is_empty() {

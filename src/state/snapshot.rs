@@ -2,11 +2,12 @@
 //! without locks; the writer publishes a new one that shares everything unchanged
 //! (persistent maps), so a write costs O(log n), not a copy of the tailnet.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
 use crate::model::{Node, NodeId, User, UserId};
+use crate::policy::{policy_node, PolicyNode, PolicyView};
 use crate::tailcfg::{MachineKey, NodeKey, RawNode};
 
 /// One node as published, with what is only known at run time.
@@ -15,19 +16,27 @@ pub struct NodeEntry {
     pub node: Node,
     /// Whether the node holds at least one map stream now.
     pub online: bool,
-    /// The node as its peers see it, serialized once on first use.
-    peer_wire: OnceLock<RawNode>,
+    /// The node as its peers see it under one policy view (by epoch), serialized once.
+    peer_wire: Mutex<Option<(u64, RawNode)>>,
 }
 
 impl NodeEntry {
     /// A new entry; its wire form is computed lazily.
     pub fn new(node: Node, online: bool) -> Self {
-        NodeEntry { node, online, peer_wire: OnceLock::new() }
+        NodeEntry { node, online, peer_wire: Mutex::new(None) }
     }
 
-    /// The peer view, serialized once and shared by every session that shows this version.
-    pub fn peer_wire(&self, render: impl FnOnce(&NodeEntry) -> RawNode) -> RawNode {
-        self.peer_wire.get_or_init(|| render(self)).clone()
+    /// The peer view under policy view `epoch`, serialized once and shared by every session
+    /// that shows this version.
+    pub fn peer_wire(&self, epoch: u64, render: impl FnOnce(&NodeEntry) -> RawNode) -> RawNode {
+        if let Some((e, wire)) = &*self.peer_wire.lock().expect("peer wire lock") {
+            if *e == epoch {
+                return wire.clone();
+            }
+        }
+        let wire = render(self);
+        *self.peer_wire.lock().expect("peer wire lock") = Some((epoch, wire.clone()));
+        wire
     }
 
     /// Whether the node key has expired at `now`.
@@ -44,6 +53,8 @@ pub struct Snapshot {
     pub users: imbl::OrdMap<UserId, Arc<User>>,
     pub by_node_key: imbl::HashMap<NodeKey, NodeId>,
     pub by_machine_key: imbl::HashMap<MachineKey, NodeId>,
+    /// The policy's answers for these nodes.
+    pub policy: Arc<PolicyView>,
 }
 
 impl Snapshot {
@@ -78,6 +89,17 @@ impl Snapshot {
     /// The user with this id.
     pub fn user(&self, id: UserId) -> Option<&Arc<User>> {
         self.users.get(&id)
+    }
+
+    /// Node `id` as the policy sees it.
+    pub fn policy_node(&self, id: NodeId) -> Option<PolicyNode> {
+        let e = self.node(id)?;
+        Some(policy_node(&e.node, e.node.user_id.and_then(|u| self.user(u)).map(|u| &**u)))
+    }
+
+    /// Every node as the policy sees it.
+    pub fn policy_nodes(&self) -> Vec<PolicyNode> {
+        self.nodes.keys().filter_map(|id| self.policy_node(*id)).collect()
     }
 
     /// The user with this name.

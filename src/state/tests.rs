@@ -175,3 +175,36 @@ async fn users_with_nodes_cannot_be_deleted_and_keys_hold_no_secret() {
     authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
     assert!(matches!(s.delete_user(u.id).await, Err(StateError::UserHasNodes(_))));
 }
+
+#[tokio::test]
+async fn the_policy_file_covers_new_nodes_and_a_refused_reload_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.hujson");
+    std::fs::write(&path, r#"{"acls": [{"action": "accept", "src": ["ann@"], "dst": ["bob@:80"]}]}"#).unwrap();
+    let mut c = Config::embedded(dir.path());
+    c.policy.path = path.display().to_string();
+    let s = State::load(Arc::new(c), Db::open_in_memory().unwrap()).await.unwrap();
+    let ann = s.create_user("ann", "", "", "").await.unwrap();
+    let bob = s.create_user("bob", "", "", "").await.unwrap();
+    let a = authorized(s.register(MachineKey([1; 32]), req(1, &key(&s, ann.id, false, false).await)).await);
+    let mut changes = s.subscribe();
+    let b = authorized(s.register(MachineKey([2; 32]), req(2, &key(&s, bob.id, false, false).await)).await);
+    let published = changes.recv().await.unwrap();
+    assert!(published.changes.iter().any(|c| matches!(c, Change::Rules)), "a new node recompiles the policy");
+    let snap = s.snapshot();
+    let a_ip = a.node.ipv4.unwrap().to_string();
+    let bob_filter = serde_json::to_string(&snap.policy.rules(b.node.id).filter).unwrap();
+    assert!(bob_filter.contains(&a_ip), "bob accepts ann's node: {bob_filter}");
+    assert!(snap.policy.rules(a.node.id).sees(b.node.id) && snap.policy.rules(b.node.id).sees(a.node.id));
+    assert!(snap.policy.rules(a.node.id).filter.is_empty(), "nothing may reach ann");
+
+    std::fs::write(&path, r#"{"acls": [{"action": "allow"}]}"#).unwrap();
+    assert!(matches!(s.reload_policy_file().await, Err(StateError::Policy(_))));
+    assert_eq!(s.snapshot().policy.epoch, snap.policy.epoch, "a refused file changes nothing");
+
+    std::fs::write(&path, r#"{"acls": [{"action": "accept", "src": ["bob@"], "dst": ["ann@:*"]}]}"#).unwrap();
+    s.reload_policy_file().await.unwrap();
+    let snap = s.snapshot();
+    assert!(snap.policy.rules(b.node.id).filter.is_empty(), "bob no longer accepts anything");
+    assert!(!snap.policy.rules(a.node.id).filter.is_empty(), "ann now accepts bob");
+}

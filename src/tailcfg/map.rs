@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use super::{is_default, DerpMap, DiscoKey, FilterRule, Hostinfo, MachineKey, NodeKey};
+use super::{is_default, DerpMap, DiscoKey, FilterRule, Hostinfo, MachineKey, NodeKey, SshPolicy};
 
 /// Reads an optional time, treating Go's zero time (year 1) as absent.
 pub(crate) fn de_opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
@@ -215,6 +215,9 @@ pub struct MapResponse {
     pub packet_filter: Option<Arc<Vec<FilterRule>>>,
     #[serde(rename = "UserProfiles", skip_serializing_if = "Vec::is_empty")]
     pub user_profiles: Vec<UserProfile>,
+    /// `None` keeps the client's current SSH rules; an empty policy removes them.
+    #[serde(rename = "SSHPolicy", skip_serializing_if = "Option::is_none")]
+    pub ssh_policy: Option<Arc<SshPolicy>>,
     #[serde(rename = "ControlTime", skip_serializing_if = "Option::is_none")]
     pub control_time: Option<DateTime<Utc>>,
 }
@@ -231,6 +234,7 @@ impl MapResponse {
             && self.online_change.is_empty()
             && self.dns_config.is_none()
             && self.packet_filter.is_none()
+            && self.ssh_policy.is_none()
             && self.user_profiles.is_empty()
     }
 }
