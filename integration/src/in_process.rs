@@ -32,10 +32,7 @@ impl InProcessWorld {
         if let Some(t) = setup.ephemeral_timeout {
             opts.ephemeral_timeout = t;
         }
-        let server = match TestServer::start_with_policy(opts, setup.policy).await {
-            Ok(s) => s,
-            Err(e) => return Err(policy_refusal(&e).map(anyhow::Error::from).unwrap_or(e)),
-        };
+        let server = TestServer::start_with_policy(opts, setup.policy).await?;
         let addr = server.running.listen_addr;
         Ok(InProcessWorld {
             server: RwLock::new(Some(server)),
@@ -57,16 +54,6 @@ impl InProcessWorld {
 
     async fn node(&self, name: &str) -> Result<Arc<Node>> {
         self.clients.lock().await.get(name).cloned().with_context(|| format!("no client named {name}"))
-    }
-}
-
-/// The server's refusal of a policy file, if that is why it did not start.
-fn policy_refusal(e: &anyhow::Error) -> Option<WorldError> {
-    match e.downcast_ref::<headscale::app::AppError>() {
-        Some(headscale::app::AppError::Unsupported(msg)) if msg.contains("policy") => {
-            Some(WorldError::PolicyUnsupported(msg.clone()))
-        }
-        _ => None,
     }
 }
 
@@ -123,6 +110,13 @@ impl World for InProcessWorld {
             what: "restart the server under connected clients (stopping it leaves their connections served; run it with `hi`)",
         }
         .into())
+    }
+
+    async fn write_policy(&self, policy: &str) -> Result<()> {
+        let server = self.server.read().await;
+        let path = &server.as_ref().context("the server is stopped")?.config.policy.path;
+        anyhow::ensure!(!path.is_empty(), "the server was started without a policy file");
+        std::fs::write(path, policy).with_context(|| format!("writing {path}"))
     }
 
     fn server_addr(&self) -> SocketAddr {

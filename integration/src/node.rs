@@ -45,7 +45,7 @@ pub struct NodeSpec {
     pub key_file: PathBuf,
     /// Register as an ephemeral node.
     pub ephemeral: bool,
-    /// The tailnet port echoed over TCP and UDP.
+    /// The tailnet port echoed over TCP and UDP; the next port echoes TCP too.
     pub echo_port: u16,
 }
 
@@ -330,6 +330,8 @@ async fn incarnate(spec: &NodeSpec) -> Result<Incarnation> {
     let echo = vec![
         tokio::spawn(echo_tcp(device.clone(), spec.echo_port)),
         tokio::spawn(echo_udp(device.clone(), spec.echo_port)),
+        // A second TCP port, so that a policy can allow one port and refuse the other.
+        tokio::spawn(echo_tcp(device.clone(), spec.echo_port + 1)),
     ];
     Ok(Incarnation { device, echo, born: Instant::now() })
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::eventually;
 use crate::node::{Exchange, NodeStatus, PeerStatus, Request};
 
-/// The tailnet port every client echoes TCP and UDP on.
+/// The tailnet port every client echoes TCP and UDP on; it also echoes TCP on the next one.
 pub const ECHO_PORT: u16 = 7000;
 
 /// How the server of a scenario is set up before it starts.
@@ -44,9 +44,6 @@ pub struct ClientSpec {
 /// Why a world could not be made; the runner reports these as skips, not failures.
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {
-    /// The server refused the scenario's policy because it has no policy engine.
-    #[error("the server does not enforce policies yet: {0}")]
-    PolicyUnsupported(String),
     /// The world cannot do what the scenario needs.
     #[error("the {world} world cannot {what}")]
     Unsupported { world: &'static str, what: &'static str },
@@ -71,6 +68,8 @@ pub trait World: Send + Sync {
     async fn reconnect(&self, client: &str) -> Result<()>;
     /// Stops the server and starts it again on the same database and keys.
     async fn restart_server(&self) -> Result<()>;
+    /// Replaces the server's policy file (`policy.path`) while it runs.
+    async fn write_policy(&self, policy: &str) -> Result<()>;
     /// The server's main listener (control, `/derp`), as reachable from this process.
     fn server_addr(&self) -> SocketAddr;
 }
@@ -331,8 +330,13 @@ impl Tailnet {
 
     /// A TCP echo exchange from `from` to `to` over the tailnet.
     pub async fn tcp(&self, from: &str, to: &str) -> Result<Exchange> {
-        let addr = SocketAddr::from((self.ipv4(to).await?, ECHO_PORT));
-        self.ask(from, Request::Tcp(addr)).await.with_context(|| format!("TCP from {from} to {to}"))
+        self.tcp_port(from, to, ECHO_PORT).await
+    }
+
+    /// A TCP echo exchange from `from` to `to`'s `port` (`ECHO_PORT` or the one after it).
+    pub async fn tcp_port(&self, from: &str, to: &str, port: u16) -> Result<Exchange> {
+        let addr = SocketAddr::from((self.ipv4(to).await?, port));
+        self.ask(from, Request::Tcp(addr)).await.with_context(|| format!("TCP from {from} to {to}:{port}"))
     }
 
     /// A UDP echo exchange from `from` to `to` over the tailnet.
@@ -343,8 +347,13 @@ impl Tailnet {
 
     /// Checks that `from` cannot reach `to` over TCP.
     pub async fn tcp_fails(&self, from: &str, to: &str) -> Result<()> {
-        match self.tcp(from, to).await {
-            Ok(x) => bail!("{from} reached {to} over TCP in {:.0} ms, but must not", x.ms),
+        self.tcp_port_fails(from, to, ECHO_PORT).await
+    }
+
+    /// Checks that `from` cannot reach `to`'s `port` over TCP.
+    pub async fn tcp_port_fails(&self, from: &str, to: &str, port: u16) -> Result<()> {
+        match self.tcp_port(from, to, port).await {
+            Ok(x) => bail!("{from} reached {to}:{port} over TCP in {:.0} ms, but must not", x.ms),
             Err(_) => Ok(()),
         }
     }

@@ -2,14 +2,16 @@
 //! `cargo test -p integration --test scenarios` in-process, and by `hi run PATTERN` in Docker.
 //! [`all`] lists them; names are CamelCase so that `hi run 'PingAll*'` selects by prefix.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use headscale::tailcfg::{NodeKey, PrivateKey};
 
 use crate::eventually;
 use crate::noise_client::NoiseClient;
-use crate::scenario::{skip_if_unsupported, KeyOptions, Scenario, ServerSetup, Tailnet, Verdict, SETTLE};
+use crate::scenario::{
+    skip_if_unsupported, KeyOptions, Scenario, ServerSetup, Tailnet, Verdict, ECHO_PORT, SETTLE,
+};
 
 /// Every scenario, in the order `hi` runs them.
 pub fn all() -> Vec<Scenario> {
@@ -86,6 +88,12 @@ pub fn all() -> Vec<Scenario> {
             about: "a policy on tags: tagged nodes are reached as granted, and only so",
             setup: ServerSetup { policy: Some(TAG_POLICY), ..ServerSetup::default() },
             run: |t| Box::pin(acl_tags(t)),
+        },
+        Scenario {
+            name: "AclRuntimeChange",
+            about: "one port allowed, another refused, a user hidden; a policy change applies to connected clients",
+            setup: ServerSetup { policy: Some(BOB_ONLY), ..ServerSetup::default() },
+            run: |t| Box::pin(acl_runtime_change(t)),
         },
         Scenario {
             name: "DerpAdmission",
@@ -326,11 +334,16 @@ async fn disconnect(t: Tailnet) -> Result<Verdict> {
     Ok(Verdict::Passed)
 }
 
-/// alice's nodes may reach bob's echo port; nothing else is granted.
+// tailscale-rs 0.6.1 filters inbound packets without connection tracking: a reply is
+// accepted only if the replying peer may reach the sender's (ephemeral) port. Tailscale's own
+// client accepts replies to flows it opened. So every policy below that lets A open
+// connections to B also lets B reach A, and the scenarios check what A may open on B.
+
+/// alice's nodes may open connections to bob's echo port only (bob's nodes may answer).
 const USER_POLICY: &str = r#"{
-  // alice -> bob only
   "acls": [
     { "action": "accept", "src": ["alice@"], "dst": ["bob@:7000"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["alice@:*"] },
   ],
 }"#;
 
@@ -350,18 +363,21 @@ async fn acl_matrix(t: Tailnet) -> Result<Verdict> {
         if a.starts_with("alice") && b.starts_with("bob") {
             t.tcp(a, b).await?;
             t.udp(a, b).await?;
-        } else {
+            t.tcp_port_fails(a, b, ECHO_PORT + 1).await?;
+        } else if a[..3] == b[..3] {
+            ensure!(t.peer(a, b).await?.is_none(), "{a} sees {b}, but no rule connects them");
             t.tcp_fails(a, b).await?;
         }
     }
     Ok(Verdict::Passed)
 }
 
-/// bob's nodes may reach `tag:server` nodes; tagged nodes reach nothing.
+/// bob's nodes may open connections to `tag:server` nodes (which may answer); alice's may not.
 const TAG_POLICY: &str = r#"{
   "tagOwners": { "tag:server": ["alice@"] },
   "acls": [
     { "action": "accept", "src": ["bob@"], "dst": ["tag:server:7000"] },
+    { "action": "accept", "src": ["tag:server"], "dst": ["bob@:*"] },
   ],
 }"#;
 
@@ -369,13 +385,60 @@ async fn acl_tags(t: Tailnet) -> Result<Verdict> {
     let alice = t.user("alice").await?;
     let bob = t.user("bob").await?;
     let tagged = t.key(alice, KeyOptions { tags: Some("tag:server"), ..KeyOptions::default() }).await?;
-    let plain = t.key(bob, KeyOptions::default()).await?;
     t.join("server-1", &tagged.key).await?;
-    t.join("bob-1", &plain.key).await?;
+    t.join("bob-1", &t.key(bob, KeyOptions::default()).await?.key).await?;
+    t.join("alice-1", &t.key(alice, KeyOptions::default()).await?.key).await?;
     ensure!(t.node("server-1").await?.user.is_none_or(|u| u.name != "alice"), "a tagged node belongs to no user");
     t.await_reachable("bob-1", "server-1").await?;
     t.tcp("bob-1", "server-1").await?;
-    t.tcp_fails("server-1", "bob-1").await?;
+    t.tcp_port_fails("bob-1", "server-1", ECHO_PORT + 1).await?;
+    ensure!(t.peer("alice-1", "server-1").await?.is_none(), "the tag owner's node sees the server without a rule");
+    t.tcp_fails("alice-1", "server-1").await?;
+    Ok(Verdict::Passed)
+}
+
+/// alice may open connections to bob's echo port only, and does not see carol.
+const BOB_ONLY: &str = r#"{
+  "acls": [
+    { "action": "accept", "src": ["alice@", "carol@"], "dst": ["bob@:7000"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["alice@:*", "carol@:*"] },
+  ],
+}"#;
+
+/// What the administrator changes it to: alice may reach carol on both echo ports, not bob.
+const CAROL_ONLY: &str = r#"{
+  "acls": [
+    { "action": "accept", "src": ["alice@"], "dst": ["carol@:7000-7001"] },
+    { "action": "accept", "src": ["carol@"], "dst": ["alice@:*"] },
+  ],
+}"#;
+
+/// How soon connected clients must follow a policy change.
+const POLICY_CHANGE_WITHIN: Duration = Duration::from_secs(3);
+
+async fn acl_runtime_change(t: Tailnet) -> Result<Verdict> {
+    for user in ["alice", "bob", "carol"] {
+        let id = t.user(user).await?;
+        let key = t.key(id, KeyOptions::default()).await?;
+        t.join(&format!("{user}-1"), &key.key).await?;
+    }
+    t.await_reachable("alice-1", "bob-1").await?;
+    t.await_reachable("carol-1", "bob-1").await?;
+    t.tcp("alice-1", "bob-1").await?;
+    t.tcp_port_fails("alice-1", "bob-1", ECHO_PORT + 1).await?;
+    ensure!(t.peer("alice-1", "carol-1").await?.is_none(), "alice sees carol, whom the policy hides from her");
+    t.tcp_fails("alice-1", "carol-1").await?;
+
+    let changed = Instant::now();
+    t.world().write_policy(CAROL_ONLY).await?;
+    t.await_reachable("alice-1", "carol-1").await?;
+    t.await_gone("alice-1", "bob-1").await?;
+    let took = changed.elapsed();
+    tracing::info!(?took, "connected clients follow the new policy");
+    ensure!(took <= POLICY_CHANGE_WITHIN, "the policy change took {took:?} to reach the clients");
+    t.tcp("alice-1", "carol-1").await?;
+    t.tcp_port("alice-1", "carol-1", ECHO_PORT + 1).await?;
+    t.tcp_fails("alice-1", "bob-1").await?;
     Ok(Verdict::Passed)
 }
 

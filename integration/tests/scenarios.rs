@@ -56,5 +56,6 @@ scenario_tests! {
     disconnect_shows_offline => "DisconnectShowsOffline",
     acl_allow_deny => "AclAllowDeny",
     acl_tags => "AclTags",
+    acl_runtime_change => "AclRuntimeChange",
     derp_admission => "DerpAdmission",
 }
