@@ -58,48 +58,51 @@ impl Ipam {
 
     /// Allocates one address of each configured family.
     pub fn allocate(&mut self) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), Exhausted> {
-        let v4 = match self.v4 {
-            Some(net) => {
-                let host_count = 1u128 << (32 - net.prefix_len());
-                let base = u32::from(net.network()) as u128;
-                let mut next = self.next_v4;
-                let ip = self.pick(IpNet::V4(net), host_count, &mut next, |off| {
-                    IpAddr::V4(Ipv4Addr::from((base + off) as u32))
-                })?;
-                self.next_v4 = next;
-                match ip {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => unreachable!("v4 prefix yields v4"),
+        let v4 = self.allocate_v4()?;
+        match self.allocate_v6() {
+            Ok(v6) => Ok((v4, v6)),
+            Err(e) => {
+                if let Some(a) = v4 {
+                    self.used.remove(&IpAddr::V4(a));
                 }
+                Err(e)
             }
-            None => None,
-        };
-        let v6 = match self.v6 {
-            Some(net) => {
-                // Only the low 64 bits are scanned; prefixes are at most /64 in practice.
-                let bits = (128 - net.prefix_len() as u32).min(64);
-                let host_count = 1u128 << bits;
-                let base = u128::from(net.network());
-                let mut next = self.next_v6;
-                let picked = self.pick(IpNet::V6(net), host_count, &mut next, |off| IpAddr::V6(Ipv6Addr::from(base + off)));
-                let ip = match picked {
-                    Ok(ip) => ip,
-                    Err(e) => {
-                        if let Some(a) = v4 {
-                            self.used.remove(&IpAddr::V4(a));
-                        }
-                        return Err(e);
-                    }
-                };
-                self.next_v6 = next;
-                match ip {
-                    IpAddr::V6(a) => Some(a),
-                    IpAddr::V4(_) => unreachable!("v6 prefix yields v6"),
-                }
-            }
-            None => None,
-        };
-        Ok((v4, v6))
+        }
+    }
+
+    /// Which families are configured: (IPv4, IPv6).
+    pub fn families(&self) -> (bool, bool) {
+        (self.v4.is_some(), self.v6.is_some())
+    }
+
+    /// Allocates an IPv4 address; `None` when no IPv4 prefix is configured.
+    pub fn allocate_v4(&mut self) -> Result<Option<Ipv4Addr>, Exhausted> {
+        let Some(net) = self.v4 else { return Ok(None) };
+        let host_count = 1u128 << (32 - net.prefix_len());
+        let base = u32::from(net.network()) as u128;
+        let mut next = self.next_v4;
+        let ip = self.pick(IpNet::V4(net), host_count, &mut next, |off| IpAddr::V4(Ipv4Addr::from((base + off) as u32)))?;
+        self.next_v4 = next;
+        match ip {
+            IpAddr::V4(a) => Ok(Some(a)),
+            IpAddr::V6(_) => unreachable!("v4 prefix yields v4"),
+        }
+    }
+
+    /// Allocates an IPv6 address; `None` when no IPv6 prefix is configured.
+    pub fn allocate_v6(&mut self) -> Result<Option<Ipv6Addr>, Exhausted> {
+        let Some(net) = self.v6 else { return Ok(None) };
+        // Only the low 64 bits are scanned; prefixes are at most /64 in practice.
+        let bits = (128 - net.prefix_len() as u32).min(64);
+        let host_count = 1u128 << bits;
+        let base = u128::from(net.network());
+        let mut next = self.next_v6;
+        let ip = self.pick(IpNet::V6(net), host_count, &mut next, |off| IpAddr::V6(Ipv6Addr::from(base + off)))?;
+        self.next_v6 = next;
+        match ip {
+            IpAddr::V6(a) => Ok(Some(a)),
+            IpAddr::V4(_) => unreachable!("v6 prefix yields v6"),
+        }
     }
 
     /// Finds a free host offset in `1..host_count-1` (skipping network and broadcast), starting

@@ -51,6 +51,13 @@ impl PendingRegistrations {
     /// Starts a registration and returns its id.
     pub fn start(&self, machine_key: MachineKey, request: RegisterRequest) -> AuthId {
         let id = format!("hskey-authreq-{}", Alphanumeric.sample_string(&mut rand::rngs::OsRng, 24));
+        self.insert(id.clone(), machine_key, request);
+        id
+    }
+
+    /// Starts a registration under an id chosen by the caller (`debug create-node`),
+    /// replacing any live one with that id.
+    pub fn insert(&self, id: AuthId, machine_key: MachineKey, request: RegisterRequest) {
         let mut entries = self.lock();
         let ttl = self.ttl;
         entries.retain(|_, p| p.created.elapsed() < ttl);
@@ -60,8 +67,7 @@ impl PendingRegistrations {
             }
         }
         let (verdict, _) = watch::channel(None);
-        entries.insert(id.clone(), PendingRegistration { machine_key, request, created: Instant::now(), verdict });
-        id
+        entries.insert(id, PendingRegistration { machine_key, request, created: Instant::now(), verdict });
     }
 
     /// Subscribes to the verdict of a live registration started by this machine.

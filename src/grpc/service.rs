@@ -67,7 +67,12 @@ fn status(e: StateError) -> Status {
         | StateError::InvalidNodeName(_)
         | StateError::InvalidTag(_)
         | StateError::KeyWithoutOwner => Status::invalid_argument(message),
-        StateError::UserHasNodes(_) | StateError::PolicyNotInDatabase => Status::failed_precondition(message),
+        StateError::UserHasNodes(_) | StateError::PolicyNotInDatabase | StateError::TagsRequired(_) => {
+            Status::failed_precondition(message)
+        }
+        StateError::InvalidRoute(_) | StateError::TagNotInPolicy(_) | StateError::InvalidAuthId(_) => {
+            Status::invalid_argument(message)
+        }
         StateError::Policy(_) => Status::invalid_argument(message),
         StateError::PolicyFile { .. } => Status::internal(message),
         StateError::Exhausted(_) => Status::resource_exhausted(message),
@@ -94,10 +99,6 @@ fn api_key_selector(prefix: String, id: u64) -> Result<ApiKeySelector, Status> {
         (0, false) => Ok(ApiKeySelector::Prefix(prefix)),
         (id, _) => Ok(ApiKeySelector::Id(id)),
     }
-}
-
-fn unavailable(method: &str) -> Status {
-    Status::unimplemented(format!("{method} is not available in this version"))
 }
 
 #[tonic::async_trait]
@@ -337,30 +338,50 @@ impl HeadscaleService for AdminService {
         Ok(Response::new(pb::DeleteApiKeyResponse {}))
     }
 
-    // Not offered by this version.
     async fn debug_create_node(
         &self,
-        _: Request<pb::DebugCreateNodeRequest>,
+        req: Request<pb::DebugCreateNodeRequest>,
     ) -> Result<Response<pb::DebugCreateNodeResponse>, Status> {
-        Err(unavailable("DebugCreateNode"))
+        let r = req.into_inner();
+        let (owner, machine_key, request) =
+            self.state.debug_create_node(&r.user, &r.key, &r.name, &r.routes).map_err(status)?;
+        let node = pb::Node {
+            machine_key: machine_key.to_string(),
+            node_key: request.node_key.to_string(),
+            name: r.name.clone(),
+            given_name: r.name,
+            user: self.state.snapshot().user(owner).map(|u| convert::user(u)),
+            register_method: pb::RegisterMethod::Cli.into(),
+            available_routes: r.routes,
+            ..Default::default()
+        };
+        Ok(Response::new(pb::DebugCreateNodeResponse { node: Some(node) }))
     }
 
-    async fn set_tags(&self, _: Request<pb::SetTagsRequest>) -> Result<Response<pb::SetTagsResponse>, Status> {
-        Err(unavailable("SetTags"))
+    async fn set_tags(&self, req: Request<pb::SetTagsRequest>) -> Result<Response<pb::SetTagsResponse>, Status> {
+        let r = req.into_inner();
+        let entry = self.state.set_tags(r.node_id, &r.tags).await.map_err(status)?;
+        Ok(Response::new(pb::SetTagsResponse { node: Some(self.node_message(&entry).await) }))
     }
 
     async fn set_approved_routes(
         &self,
-        _: Request<pb::SetApprovedRoutesRequest>,
+        req: Request<pb::SetApprovedRoutesRequest>,
     ) -> Result<Response<pb::SetApprovedRoutesResponse>, Status> {
-        Err(unavailable("SetApprovedRoutes"))
+        let r = req.into_inner();
+        let entry = self.state.set_approved_routes(r.node_id, &r.routes).await.map_err(status)?;
+        Ok(Response::new(pb::SetApprovedRoutesResponse { node: Some(self.node_message(&entry).await) }))
     }
 
     async fn backfill_node_i_ps(
         &self,
-        _: Request<pb::BackfillNodeIPsRequest>,
+        req: Request<pb::BackfillNodeIPsRequest>,
     ) -> Result<Response<pb::BackfillNodeIPsResponse>, Status> {
-        Err(unavailable("BackfillNodeIPs"))
+        if !req.into_inner().confirmed {
+            return Err(Status::failed_precondition("not confirmed, aborting: set confirmed to re-address nodes"));
+        }
+        let changes = self.state.backfill_node_ips().await.map_err(status)?;
+        Ok(Response::new(pb::BackfillNodeIPsResponse { changes }))
     }
 
     async fn get_policy(&self, _: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {

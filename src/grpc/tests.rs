@@ -249,7 +249,7 @@ async fn nodes_and_registrations_through_the_cli() {
 }
 
 #[tokio::test]
-async fn other_methods_are_unimplemented_and_health_answers() {
+async fn raw_requests_get_clear_errors_and_health_answers() {
     let s = start().await;
     ok(&s.config, &["health"]).await; // waits until the server listens
     let path = s.config.unix_socket.clone();
@@ -262,10 +262,17 @@ async fn other_methods_are_unimplemented_and_health_answers() {
         }))
         .await;
     let mut client = pb::headscale_service_client::HeadscaleServiceClient::new(channel.expect("connects"));
-    let err =
-        client.set_tags(pb::SetTagsRequest { node_id: 1, tags: vec!["tag:a".into()] }).await.expect_err("not offered");
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert_eq!(err.message(), "SetTags is not available in this version");
+    let err = client.set_tags(pb::SetTagsRequest { node_id: 1, tags: vec!["tag:a".into()] }).await.expect_err("no node");
+    assert_eq!((err.code(), err.message()), (tonic::Code::NotFound, "node 1 not found"));
+    let err = client.set_tags(pb::SetTagsRequest { node_id: 1, tags: vec!["a".into()] }).await.expect_err("bad tag");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = client
+        .set_approved_routes(pb::SetApprovedRoutesRequest { node_id: 1, routes: vec!["10.0.0.0/33".into()] })
+        .await
+        .expect_err("bad route");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = client.backfill_node_i_ps(pb::BackfillNodeIPsRequest { confirmed: false }).await.expect_err("unconfirmed");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     let err = client.set_policy(pb::SetPolicyRequest { policy: "{}".into() }).await.expect_err("file mode");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert_eq!(err.message(), "the policy can only be changed when policy.mode is database");

@@ -6,6 +6,7 @@
 pub mod api_keys;
 mod change;
 mod keys;
+mod node_admin;
 mod nodes;
 mod policy;
 mod register;
@@ -67,6 +68,14 @@ pub enum StateError {
     PolicyFile { path: String, source: std::io::Error },
     #[error("the policy can only be changed when policy.mode is database")]
     PolicyNotInDatabase,
+    #[error("invalid route {0:?}: routes are IP prefixes such as 10.0.0.0/24 or 0.0.0.0/0")]
+    InvalidRoute(String),
+    #[error("node {0} is tagged and must keep at least one tag; log it in again as a user to make it user-owned")]
+    TagsRequired(NodeId),
+    #[error("tag {0:?} is not defined in the policy's tagOwners")]
+    TagNotInPolicy(String),
+    #[error("invalid registration id {0:?}: it looks like hskey-authreq-<id>")]
+    InvalidAuthId(String),
 }
 
 /// Run-time session bookkeeping: how many map streams each node holds, and an epoch that

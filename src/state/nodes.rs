@@ -37,6 +37,9 @@ impl State {
         if let Some(d) = req.disco_key.filter(|d| !d.is_zero()) {
             node.disco_key = Some(d);
         }
+        if let Some(approved) = self.auto_approved(&node) {
+            node = approved;
+        }
         if node == *old {
             return Ok(());
         }

@@ -79,6 +79,7 @@ impl State {
         let (data, now) = (text.to_string(), Utc::now());
         self.db.run(move |db| db.set_policy(&data, now)).await?;
         self.install_policy(Some(active));
+        self.auto_approve_all().await?;
         Ok(now)
     }
 
@@ -88,7 +89,7 @@ impl State {
         let _w = self.writer.lock().await;
         let active = read_file(&self.config)?.map(|(text, _)| checked(&text, &self.snapshot())).transpose()?;
         self.install_policy(active);
-        Ok(())
+        self.auto_approve_all().await
     }
 
     /// Keeps the policy file in force (`policy.mode: file` with a path): reloads it on SIGHUP

@@ -208,3 +208,50 @@ async fn the_policy_file_covers_new_nodes_and_a_refused_reload_keeps_it() {
     assert!(snap.policy.rules(b.node.id).filter.is_empty(), "bob no longer accepts anything");
     assert!(!snap.policy.rules(a.node.id).filter.is_empty(), "ann now accepts bob");
 }
+
+#[tokio::test]
+async fn the_primary_router_fails_over_and_auto_approvers_approve() {
+    let s = state().await;
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let k = key(&s, u.id, true, false).await;
+    let route: ipnet::IpNet = "10.1.0.0/16".parse().unwrap();
+    let mut routers = Vec::new();
+    for n in 1..=2u8 {
+        let r = authorized(s.register(MachineKey([n; 32]), req(n, &k)).await).node.id;
+        let hostinfo = Hostinfo { hostname: format!("host-{n}"), routable_ips: vec![route], ..Default::default() };
+        s.apply_map_request(r, &MapRequest { hostinfo: Some(hostinfo), ..Default::default() }).await.unwrap();
+        s.set_approved_routes(r, &[route.to_string()]).await.unwrap();
+        s.connect(r).await.unwrap();
+        routers.push(r);
+    }
+    let viewer = authorized(s.register(MachineKey([3; 32]), req(3, &k)).await).node.clone();
+    let primary = |s: &State| s.snapshot().policy.primaries().get(&route).copied();
+    assert_eq!(primary(&s), Some(routers[0]), "the lowest id among online routers");
+    let allowed = |s: &State, r: NodeId| s.snapshot().policy.allowed_ips(viewer.id, &s.snapshot().node(r).unwrap().node);
+    assert!(allowed(&s, routers[0]).contains(&route) && !allowed(&s, routers[1]).contains(&route));
+
+    let mut changes = s.subscribe();
+    s.disconnect(routers[0]).await;
+    let set = changes.recv().await.unwrap();
+    assert_eq!(primary(&s), Some(routers[1]), "the other router takes over");
+    for r in &routers {
+        assert!(set.changes.iter().any(|c| matches!(c, Change::Node { id, patch: None } if id == r)), "peers hear of {r}");
+    }
+    s.connect(routers[0]).await.unwrap();
+    assert_eq!(primary(&s), Some(routers[1]), "a router coming back does not take the route back");
+
+    // With a policy whose autoApprovers cover the route, an advertised route is approved.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.hujson");
+    std::fs::write(&path, r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}], "autoApprovers": {"routes": {"10.2.0.0/16": ["ann@"]}}}"#).unwrap();
+    let mut c = Config::embedded(dir.path());
+    c.policy.path = path.display().to_string();
+    let s = State::load(Arc::new(c), Db::open_in_memory().unwrap()).await.unwrap();
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let id = authorized(s.register(MachineKey([1; 32]), req(1, &key(&s, u.id, false, false).await)).await).node.id;
+    let wanted: Vec<ipnet::IpNet> = vec!["10.2.0.0/16".parse().unwrap(), "10.3.0.0/16".parse().unwrap()];
+    let hostinfo = Hostinfo { hostname: "host-1".into(), routable_ips: wanted.clone(), ..Default::default() };
+    s.apply_map_request(id, &MapRequest { hostinfo: Some(hostinfo), ..Default::default() }).await.unwrap();
+    assert_eq!(s.snapshot().node(id).unwrap().node.approved_routes, vec![wanted[0]], "only the covered route");
+    assert_eq!(s.db.nodes().unwrap()[0].approved_routes, vec![wanted[0]], "and it is stored");
+}
