@@ -72,7 +72,15 @@ fn register_method(m: RegisterMethod) -> pb::RegisterMethod {
     }
 }
 
+/// The routes a node serves now: those it is the primary router of, and its exit routes.
+fn served_routes(n: &model::Node, snap: &Snapshot) -> Vec<String> {
+    let mut served = snap.policy.primary_routes(n.id);
+    served.extend(n.live_routes().filter(|r| r.prefix_len() == 0));
+    served.iter().map(ToString::to_string).collect()
+}
+
 /// A node as sent on the wire, with its owner and the (masked) key it registered with.
+
 pub fn node(entry: &NodeEntry, snap: &Snapshot, keys: &[model::PreAuthKey]) -> pb::Node {
     let n = &entry.node;
     let owner = |id: Option<model::UserId>| id.and_then(|id| snap.user(id)).map(|u| u.as_ref());
@@ -94,7 +102,7 @@ pub fn node(entry: &NodeEntry, snap: &Snapshot, keys: &[model::PreAuthKey]) -> p
         online: entry.online,
         approved_routes: n.approved_routes.iter().map(ToString::to_string).collect(),
         available_routes: n.hostinfo.routable_ips.iter().map(ToString::to_string).collect(),
-        subnet_routes: Vec::new(),
+        subnet_routes: served_routes(n, snap),
         tags: n.tags.clone(),
     }
 }
