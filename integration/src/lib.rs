@@ -5,6 +5,7 @@
 //! written against, `scenarios` the scenarios, `in_process` the world that runs them here,
 //! and `node` the supervised client that both worlds (and `tsnode`) run.
 
+pub mod control_client;
 pub mod derp_client;
 pub mod in_process;
 pub mod node;
