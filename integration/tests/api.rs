@@ -537,7 +537,14 @@ async fn rest_nodes_and_registrations() -> Result<()> {
     t.hide(&third, "[auth id 3]");
     t.call("POST", "/api/v1/auth/approve", Some(json!({ "authId": third }))).await?;
     t.call("POST", "/api/v1/auth/reject", Some(json!({ "authId": third }))).await?;
-    t.call("POST", "/api/v1/auth/reject", Some(json!({ "authId": third }))).await?;
+    t.call("POST", "/api/v1/node/1/approve_routes", Some(json!({ "routes": ["10.1.0.0/16", "0.0.0.0/0"] }))).await?;
+    t.call("POST", "/api/v1/node/2/tags", Some(json!({ "tags": ["tag:web", "tag:ci"] }))).await?;
+    t.call("POST", "/api/v1/node/backfillips?confirmed=true", None).await?;
+    t.call("POST", "/api/v1/policy/check", Some(json!({ "policy": r#"{"acls": []}"# }))).await?;
+    t.call("PUT", "/api/v1/policy", Some(json!({ "policy": r#"{"tagOwners": {"tag:web": []}, "acls": []}"# }))).await?;
+    t.call("GET", "/api/v1/policy", None).await?;
+    let body = json!({ "user": "alice", "key": "hskey-authreq-debugnode", "name": "made-up", "routes": ["10.9.0.0/24"] });
+    t.call("POST", "/api/v1/debug/node", Some(body)).await?;
     t.call("DELETE", "/api/v1/user/1", None).await?;
     t.call("DELETE", "/api/v1/node/2", None).await?;
     t.call("GET", "/api/v1/node", None).await?;
@@ -610,6 +617,16 @@ async fn rest_errors() -> Result<()> {
     t.call("POST", "/api/v1/apikey/expire", Some(json!({ "prefix": "nope" }))).await?;
     t.call("DELETE", "/api/v1/apikey/nope", None).await?;
     t.call("POST", "/api/v1/apikey", Some(json!({ "expiration": "soon" }))).await?;
+    t.call("POST", "/api/v1/node/1/approve_routes", Some(json!({ "routes": ["10.0.0.0/33"] }))).await?;
+    t.call("POST", "/api/v1/node/99/approve_routes", Some(json!({ "routes": ["10.0.0.0/8"] }))).await?;
+    t.call("POST", "/api/v1/node/1/tags", Some(json!({ "tags": ["web"] }))).await?;
+    t.call("POST", "/api/v1/node/99/tags", Some(json!({ "tags": ["tag:web"] }))).await?;
+    t.call("POST", "/api/v1/node/backfillips", None).await?;
+    t.call("POST", "/api/v1/policy/check", Some(json!({ "policy": r#"{"acls": [{"action": "drop"}]}"# }))).await?;
+    t.call("PUT", "/api/v1/policy", Some(json!({ "policy": "{" }))).await?;
+    let body = json!({ "user": "nobody", "key": "hskey-authreq-x", "name": "n" });
+    t.call("POST", "/api/v1/debug/node", Some(body)).await?;
+    t.call("POST", "/api/v1/debug/node", Some(json!({ "user": "alice", "key": "bogus", "name": "n" }))).await?;
     t.snapshot("rest_errors");
     srv.running.stop().await;
     Ok(())
