@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UdpSocket};
+use tokio_rustls::TlsAcceptor;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -39,6 +41,8 @@ pub enum AppError {
     Unsupported(String),
     #[error(transparent)]
     Grpc(#[from] crate::grpc::GrpcError),
+    #[error(transparent)]
+    Certificate(#[from] crate::tls::CertError),
 }
 
 /// Reads a `privkey:<hex>` key file, or creates one (mode 0600) if it does not exist.
@@ -86,9 +90,9 @@ pub fn check(config: &Config) -> Result<(), AppError> {
 
 /// Refuses settings this version cannot honour, rather than silently ignoring them.
 fn reject_unsupported(config: &Config) -> Result<(), AppError> {
-    if !config.tls_cert_path.is_empty() || !config.tls_letsencrypt_hostname.is_empty() {
+    if !config.tls_letsencrypt_hostname.is_empty() {
         return Err(AppError::Unsupported(
-            "TLS on listen_addr (tls_cert_path, tls_letsencrypt_hostname) is not supported yet; terminate TLS in a proxy".into(),
+            "tls_letsencrypt_hostname is not supported; give a certificate with tls_cert_path and tls_key_path, or terminate TLS in a proxy".into(),
         ));
     }
     Ok(())
@@ -132,6 +136,8 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         tracing::warn!("OIDC is not supported by this version; use pre-auth keys or `headscale auth register`");
     }
     let noise_key = load_or_generate_key(&config.noise.private_key_path)?;
+    // The main listener serves HTTP/1.1 (the ts2021 upgrade, DERP) and HTTP/2 (REST clients).
+    let tls = crate::tls::server_config(&config, &[b"h2", b"http/1.1"])?.map(TlsAcceptor::from);
     let listener = bind_tcp("listen_addr", &config.listen_addr).await?;
     let grpc_listener = crate::grpc::bind_tcp(&config).await?;
     let grpc_addr = grpc_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -167,13 +173,15 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         if !d.tls_listen_addr.is_empty() {
             let l = bind_tcp("derp.server.tls_listen_addr", &d.tls_listen_addr).await?;
             derp_tls_addr = l.local_addr().ok();
-            let host = server_host(&config);
-            let tls = Arc::new(derp::self_signed_config(&[host, "localhost".into()])?);
-            if !d.tls_self_signed {
-                return Err(AppError::Unsupported(
-                    "derp.server.tls_listen_addr needs derp.server.tls_self_signed: true (certificate files are not supported yet)".into(),
-                ));
-            }
+            let tls = if d.tls_self_signed {
+                Arc::new(derp::self_signed_config(&[server_host(&config), "localhost".into()])?)
+            } else {
+                crate::tls::server_config(&config, &[])?.ok_or_else(|| {
+                    AppError::Unsupported(
+                        "derp.server.tls_listen_addr needs derp.server.tls_self_signed: true or a certificate (tls_cert_path, tls_key_path)".into(),
+                    )
+                })?
+            };
             tasks.push(tokio::spawn(derp::serve_tls(l, tls, server.clone(), stopped())));
         }
         let udp = UdpSocket::bind(&d.stun_listen_addr).await.map_err(|source| AppError::Bind {
@@ -200,7 +208,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         },
     });
     let router = Arc::new(Router { control, derp: derp_server.clone() });
-    tasks.push(tokio::spawn(serve_http(listener, router, stopped())));
+    tasks.push(tokio::spawn(serve_http(listener, tls, router, stopped())));
     tasks.push(tokio::spawn(expiry_ticker(state.clone(), stopped())));
     tasks.push(tokio::spawn(state.clone().watch_policy_file(stopped())));
     let socket_state = state.clone();
@@ -213,7 +221,8 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         }
     }));
     if let Some(l) = grpc_listener {
-        tasks.push(tokio::spawn(crate::grpc::serve_tcp(l, state.clone(), stopped())));
+        let tls = crate::tls::server_config(&config, &[b"h2"])?.map(TlsAcceptor::from);
+        tasks.push(tokio::spawn(crate::grpc::serve_tcp(l, tls, state.clone(), stopped())));
     }
     tracing::info!(%listen_addr, derp_tls = ?derp_tls_addr, stun = ?stun_addr, socket = %config.unix_socket.display(), "headscale is serving");
     Ok(Running { state, listen_addr, derp_tls_addr, stun_addr, grpc_addr, derp: derp_server, shutdown, tasks })
@@ -293,7 +302,13 @@ fn dns_config(config: &Config) -> Option<Arc<DnsConfig>> {
     (cfg != DnsConfig::default()).then(|| Arc::new(cfg))
 }
 
-async fn serve_http(listener: TcpListener, router: Arc<Router>, stopped: impl std::future::Future<Output = ()>) {
+/// Serves the main listener, over TLS when the server has a certificate.
+async fn serve_http(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Arc<Router>,
+    stopped: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(stopped);
     loop {
         let (tcp, _peer) = tokio::select! {
@@ -308,14 +323,25 @@ async fn serve_http(listener: TcpListener, router: Arc<Router>, stopped: impl st
             },
         };
         let _ = tcp.set_nodelay(true);
-        let router = router.clone();
+        let (router, tls) = (router.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| router.clone().route(req));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(tcp, router).await,
+                Some(acceptor) => match crate::tls::accept(&acceptor, tcp).await {
+                    Ok(stream) => serve_connection(stream, router).await,
+                    Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                },
             }
         });
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one accepted connection.
+async fn serve_connection(io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static, router: Arc<Router>) {
+    let service = service_fn(move |req| router.clone().route(req));
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 

@@ -21,6 +21,7 @@ pub mod policy;
 pub mod state;
 pub mod tailcfg;
 pub mod testing;
+pub mod tls;
 
 /// This build's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

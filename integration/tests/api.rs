@@ -21,6 +21,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use integration::{init, test_config, Options};
 use serde_json::{json, Value};
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -50,12 +52,27 @@ struct ApiServer {
 
 impl ApiServer {
     async fn start() -> Result<ApiServer> {
+        Self::start_with(|c| c.grpc_allow_insecure = true).await
+    }
+
+    /// Starts a server whose test configuration `edit` adjusts (in its own directory).
+    async fn start_with(edit: impl FnOnce(&mut Config)) -> Result<ApiServer> {
         init();
         let dir = tempfile::tempdir()?;
         let mut config = test_config(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &Options::default());
         config.grpc_listen_addr = "127.0.0.1:0".into();
-        config.grpc_allow_insecure = true;
         config.policy.mode = "database".into();
+        config.tls_cert_path = dir.path().join("tls.crt").display().to_string();
+        config.tls_key_path = dir.path().join("tls.key").display().to_string();
+        edit(&mut config);
+        if config.grpc_allow_insecure {
+            config.tls_cert_path.clear();
+            config.tls_key_path.clear();
+        } else {
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])?;
+            std::fs::write(&config.tls_cert_path, cert.cert.pem())?;
+            std::fs::write(&config.tls_key_path, cert.key_pair.serialize_pem())?;
+        }
         let running = headscale::app::start(config.clone()).await.context("starting the server")?;
         let grpc_addr = running.grpc_addr.context("the remote gRPC listener is bound")?;
         config.listen_addr = running.listen_addr.to_string();
@@ -450,9 +467,12 @@ impl<'a> Transcript<'a> {
         Transcript { srv, key: key.to_string(), hidden, entries: Vec::new() }
     }
 
-    /// From now on, `text` is shown as `label`.
+    /// From now on, and in the last answer recorded, `text` is shown as `label`.
     fn hide(&mut self, text: &str, label: &str) {
         self.hidden.push((text.to_string(), label.to_string()));
+        if let Some(last) = self.entries.last_mut() {
+            redact(last, &self.hidden);
+        }
     }
 
     /// A call with the admin key.
@@ -544,7 +564,10 @@ async fn rest_nodes_and_registrations() -> Result<()> {
     t.call("PUT", "/api/v1/policy", Some(json!({ "policy": r#"{"tagOwners": {"tag:web": []}, "acls": []}"# }))).await?;
     t.call("GET", "/api/v1/policy", None).await?;
     let body = json!({ "user": "alice", "key": "hskey-authreq-debugnode", "name": "made-up", "routes": ["10.9.0.0/24"] });
-    t.call("POST", "/api/v1/debug/node", Some(body)).await?;
+    let made = t.call("POST", "/api/v1/debug/node", Some(body)).await?;
+    for (field, label) in [("machineKey", "mkey:[random]"), ("nodeKey", "nodekey:[random]")] {
+        t.hide(made["node"][field].as_str().unwrap_or("-"), label);
+    }
     t.call("DELETE", "/api/v1/user/1", None).await?;
     t.call("DELETE", "/api/v1/node/2", None).await?;
     t.call("GET", "/api/v1/node", None).await?;
@@ -723,6 +746,39 @@ async fn tls_proxy(target: SocketAddr) -> Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_serves_tls_with_its_own_certificate() -> Result<()> {
+    let srv = ApiServer::start_with(|_| {}).await?;
+    let key = srv.api_key("1h").await;
+    let mut c = srv.remote(&key);
+    c.cli.insecure = true;
+    c.cli.address = format!("https://{}", srv.grpc_addr);
+    assert_eq!(srv.ok(&c, &["health"]).await, "The server is healthy");
+    c.cli.insecure = false;
+    let err = srv.cli(&c, &["health"]).await.expect_err("a self-signed certificate is not trusted");
+    assert!(matches!(&err, CliError::RemoteUnreachable { reason, .. } if reason.contains("certificate")), "{err}");
+
+    // The main listener, verified against the server's own certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&srv.config.tls_cert_path)? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(srv.running.listen_addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp).await?;
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await?;
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    srv.running.stop().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

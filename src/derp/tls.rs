@@ -116,14 +116,10 @@ pub async fn serve_tls<F>(
 }
 
 async fn serve_tls_conn(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr, server: Arc<DerpServer>) {
-    let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let tls_stream = match crate::tls::accept(&acceptor, tcp).await {
+        Ok(s) => s,
+        Err(e) => {
             debug!(%peer, error = %e, "DERP TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!(%peer, "DERP TLS handshake timed out");
             return;
         }
     };

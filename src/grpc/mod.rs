@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener, UnixStream};
+use futures_util::StreamExt;
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 pub use auth::{authorize, ApiKeyLayer, RequireApiKey};
@@ -51,9 +53,9 @@ pub enum GrpcError {
     Transport(#[from] tonic::transport::Error),
     /// Remote gRPC would need TLS, and there is no certificate to serve it with.
     #[error(
-        "grpc_listen_addr is set ({0}) but grpc_allow_insecure is false, and this version has no TLS \
-         certificate for gRPC; set grpc_allow_insecure: true (plaintext, e.g. behind a TLS proxy) \
-         or leave grpc_listen_addr empty"
+        "grpc_listen_addr is set ({0}) but there is no certificate for TLS (tls_cert_path, tls_key_path) \
+         and grpc_allow_insecure is false; give a certificate, set grpc_allow_insecure: true \
+         (plaintext, e.g. behind a TLS proxy), or leave grpc_listen_addr empty"
     )]
     TlsUnavailable(String),
     /// The remote listener could not be bound.
@@ -104,10 +106,11 @@ pub async fn serve_unix(
     served.map_err(GrpcError::from)
 }
 
-/// Checks that the remote gRPC listener can be served as configured: plaintext needs
-/// `grpc_allow_insecure: true`, since no certificate can be configured for it yet.
+/// Checks that the remote gRPC listener can be served as configured: with the server's
+/// certificate, or in plaintext only with `grpc_allow_insecure: true`.
 pub fn check_remote(config: &Config) -> Result<(), GrpcError> {
-    if !config.grpc_listen_addr.is_empty() && !config.grpc_allow_insecure {
+    let has_certificate = !config.tls_cert_path.is_empty();
+    if !config.grpc_listen_addr.is_empty() && !config.grpc_allow_insecure && !has_certificate {
         return Err(GrpcError::TlsUnavailable(config.grpc_listen_addr.clone()));
     }
     Ok(())
@@ -125,16 +128,38 @@ pub async fn bind_tcp(config: &Config) -> Result<Option<TcpListener>, GrpcError>
     Ok(Some(listener))
 }
 
-/// Serves the admin API on a bound TCP listener until `shutdown` completes, in plaintext, to
-/// requests that carry a valid API key. A transport failure is logged: nothing waits for it.
-pub async fn serve_tcp(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+/// Serves the admin API on a bound TCP listener until `shutdown` completes, over TLS when
+/// `tls` is given (else in plaintext), to requests that carry a valid API key. A transport
+/// failure is logged: nothing waits for it.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::warn!(%addr, "remote gRPC is served without TLS (grpc_allow_insecure); API keys cross the network in clear");
-    let served = tonic::transport::Server::builder()
-        .layer(ApiKeyLayer::new(state.clone()))
-        .add_service(service(state))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+    let server = tonic::transport::Server::builder().layer(ApiKeyLayer::new(state.clone())).add_service(service(state));
+    let served = match tls {
+        None => {
+            tracing::warn!(%addr, "remote gRPC is served without TLS (grpc_allow_insecure); API keys cross the network in clear");
+            server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await
+        }
+        Some(acceptor) => {
+            // Handshakes run concurrently; a failed one is logged and dropped.
+            let incoming = TcpListenerStream::new(listener)
+                .filter_map(|tcp| std::future::ready(tcp.ok()))
+                .map(move |tcp| {
+                    let acceptor = acceptor.clone();
+                    async move { crate::tls::accept(&acceptor, tcp).await }
+                })
+                .buffer_unordered(64)
+                .filter_map(|r| {
+                    std::future::ready(r.inspect_err(|e| tracing::debug!(error = %e, "gRPC TLS handshake failed")).ok())
+                })
+                .map(Ok::<_, std::io::Error>);
+            server.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    };
     if let Err(e) = served {
         tracing::error!(error = %e, %addr, "the remote gRPC listener stopped");
     }
