@@ -255,3 +255,40 @@ async fn the_primary_router_fails_over_and_auto_approvers_approve() {
     assert_eq!(s.snapshot().node(id).unwrap().node.approved_routes, vec![wanted[0]], "only the covered route");
     assert_eq!(s.db.nodes().unwrap()[0].approved_routes, vec![wanted[0]], "and it is stored");
 }
+
+#[tokio::test]
+async fn backfill_gives_and_takes_addresses_after_a_prefix_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("db.sqlite");
+    let mut c = Config::embedded(dir.path());
+    c.prefixes.v6 = None;
+    let s = State::load(Arc::new(c.clone()), Db::open(&db_path, true, 1000).unwrap()).await.unwrap();
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let k = key(&s, u.id, true, false).await;
+    for n in 1..=2u8 {
+        authorized(s.register(MachineKey([n; 32]), req(n, &k)).await);
+    }
+    assert!(s.snapshot().nodes.values().all(|e| e.node.ipv6.is_none()));
+    drop(s);
+
+    // IPv6 configured again: every node gets an address of it; the IPv4 ones stay.
+    c.prefixes.v6 = Config::embedded(dir.path()).prefixes.v6;
+    let s = State::load(Arc::new(c.clone()), Db::open(&db_path, true, 1000).unwrap()).await.unwrap();
+    let before: Vec<_> = s.snapshot().nodes.values().map(|e| e.node.ipv4).collect();
+    let changes = s.backfill_node_ips().await.unwrap();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    let snap = s.snapshot();
+    assert!(snap.nodes.values().all(|e| e.node.ipv6.is_some()));
+    assert_eq!(snap.nodes.values().map(|e| e.node.ipv4).collect::<Vec<_>>(), before);
+    let v6: std::collections::HashSet<_> = snap.nodes.values().map(|e| e.node.ipv6).collect();
+    assert_eq!(v6.len(), 2, "distinct addresses");
+    assert!(s.backfill_node_ips().await.unwrap().is_empty(), "nothing left to do");
+    assert!(s.db.nodes().unwrap().iter().all(|n| n.ipv6.is_some()), "stored");
+
+    // IPv4 removed: the IPv4 addresses go.
+    drop(s);
+    c.prefixes.v4 = None;
+    let s = State::load(Arc::new(c), Db::open(&db_path, true, 1000).unwrap()).await.unwrap();
+    assert_eq!(s.backfill_node_ips().await.unwrap().len(), 2);
+    assert!(s.snapshot().nodes.values().all(|e| e.node.ipv4.is_none() && e.node.ipv6.is_some()));
+}
