@@ -72,8 +72,36 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 
 /// Opens the configured database.
 pub fn open_database(config: &Config) -> Result<Db, AppError> {
-    let s = &config.database.sqlite;
-    Ok(Db::open(&s.path, s.write_ahead_log, s.wal_autocheckpoint)?)
+    Ok(Db::open_configured(&config.database)?)
+}
+
+/// How long start-up keeps trying to reach the database.
+const DATABASE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Opens the configured database at start-up. While it cannot be reached (PostgreSQL still
+/// starting, or the network not up yet) it tries again, with growing pauses and a warning
+/// each time, for `DATABASE_PATIENCE`; other failures end start-up at once.
+async fn open_database_patiently(config: &Config) -> Result<Db, AppError> {
+    let deadline = tokio::time::Instant::now() + DATABASE_PATIENCE;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let database = config.database.clone();
+        let opened = tokio::task::spawn_blocking(move || Db::open_configured(&database))
+            .await
+            .map_err(|_| DbError::Cancelled)?;
+        match opened {
+            Err(e) if e.is_unreachable() && tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, retry_in = ?pause, "the database is not reachable yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+            Ok(db) => {
+                tracing::info!(engine = %db.engine(), "database ready");
+                return Ok(db);
+            }
+        }
+    }
 }
 
 /// Checks everything `serve` would need, without listening (`headscale configtest`).
@@ -147,7 +175,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         source,
     })?;
     fix_server_url_port(&mut config, listen_addr.port());
-    let db = open_database(&config)?;
+    let db = open_database_patiently(&config).await?;
     let config = Arc::new(config);
     let state = State::load(config.clone(), db).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -168,18 +168,80 @@ impl Default for Sqlite {
 }
 
 /// `database.postgres.*`
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Postgres {
+    /// A host name or address, or the directory of a unix socket (starting with `/`).
     pub host: String,
     pub port: u16,
     pub name: String,
     pub user: String,
     pub pass: String,
+    /// `true`/`false`, or a libpq `sslmode`; see `Postgres::ssl_mode`.
     pub ssl: Value,
+    /// At most this many connections at once; 0 means no limit.
     pub max_open_conns: u32,
+    /// At most this many connections kept open while idle.
     pub max_idle_conns: u32,
+    /// An idle connection is closed after this many seconds; 0 means never.
     pub conn_max_idle_time_secs: u64,
+}
+
+impl Default for Postgres {
+    fn default() -> Self {
+        Postgres {
+            host: String::new(),
+            port: 5432,
+            name: String::new(),
+            user: String::new(),
+            pass: String::new(),
+            ssl: Value::Bool(false),
+            max_open_conns: 10,
+            max_idle_conns: 10,
+            conn_max_idle_time_secs: 3600,
+        }
+    }
+}
+
+/// TLS to PostgreSQL, from `database.postgres.ssl`. As in Headscale, `false` is libpq's
+/// `disable` and `true` its default, `prefer`; any other text is a libpq `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS if the server offers it (`allow` and `prefer`); the certificate is not checked.
+    Prefer,
+    /// TLS or nothing; the certificate is not checked.
+    Require,
+    /// TLS with a certificate signed by a trusted authority, for any name.
+    VerifyCa,
+    /// TLS with a trusted certificate for the host name.
+    VerifyFull,
+}
+
+impl Postgres {
+    /// The TLS mode `ssl` asks for.
+    pub fn ssl_mode(&self) -> Result<SslMode, ConfigError> {
+        let text = match &self.ssl {
+            Value::Bool(b) => b.to_string(),
+            Value::String(s) => s.clone(),
+            Value::Null => "false".into(),
+            other => return Err(invalid("database.postgres.ssl", format!("{other:?} is not true, false or an sslmode"))),
+        };
+        Ok(match text.as_str() {
+            "false" | "False" | "FALSE" | "f" | "F" | "0" | "disable" => SslMode::Disable,
+            "true" | "True" | "TRUE" | "t" | "T" | "1" | "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(invalid(
+                    "database.postgres.ssl",
+                    format!("{other:?} is not one of true, false, disable, allow, prefer, require, verify-ca, verify-full"),
+                ))
+            }
+        })
+    }
 }
 
 /// `database.*`
@@ -487,7 +549,17 @@ impl Config {
                 }
             }
             "postgres" => {
-                return Err(invalid("database.type", "postgres is not available in this build yet; use sqlite"))
+                let p = &self.database.postgres;
+                for (key, value) in [
+                    ("database.postgres.host", &p.host),
+                    ("database.postgres.name", &p.name),
+                    ("database.postgres.user", &p.user),
+                ] {
+                    if value.is_empty() {
+                        return Err(invalid(key, "is required with database.type postgres"));
+                    }
+                }
+                p.ssl_mode()?;
             }
             other => return Err(invalid("database.type", format!("{other:?} is not one of sqlite, postgres"))),
         }
@@ -664,5 +736,42 @@ mod tests {
     #[test]
     fn embedded_default_is_valid() {
         Config::embedded(Path::new("/tmp/hs")).validate().unwrap();
+    }
+
+    #[test]
+    fn postgres_is_set_from_the_environment_with_headscale_defaults() {
+        let mut tree: Value = serde_yaml::from_str(MINIMAL).unwrap();
+        let vars = [
+            ("HEADSCALE_DATABASE_TYPE", "postgres"),
+            ("HEADSCALE_DATABASE_POSTGRES_HOST", "10.1.1.3"),
+            ("HEADSCALE_DATABASE_POSTGRES_NAME", "headscale"),
+            ("HEADSCALE_DATABASE_POSTGRES_USER", "hs"),
+            ("HEADSCALE_DATABASE_POSTGRES_PASS", "12345"),
+            ("HEADSCALE_DATABASE_POSTGRES_SSL", "require"),
+            ("HEADSCALE_DATABASE_POSTGRES_MAX_OPEN_CONNS", "3"),
+        ];
+        apply_env(&mut tree, vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        let c: Config = serde_yaml::from_value(tree).unwrap();
+        c.validate().unwrap();
+        let p = &c.database.postgres;
+        assert_eq!((c.database.kind.as_str(), p.host.as_str(), p.pass.as_str()), ("postgres", "10.1.1.3", "12345"));
+        assert_eq!((p.port, p.max_open_conns, p.max_idle_conns, p.conn_max_idle_time_secs), (5432, 3, 10, 3600));
+        assert_eq!(p.ssl_mode().unwrap(), SslMode::Require);
+    }
+
+    #[test]
+    fn postgres_settings_are_checked() {
+        let postgres = |settings: &str| {
+            let base = MINIMAL.replace("database:\n  type: sqlite\n  sqlite:\n    path: /tmp/db.sqlite\n", "");
+            Config::from_yaml(&format!("{base}database:\n  type: postgres\n  postgres:\n{settings}"))
+        };
+        let named = "    host: db\n    name: hs\n    user: hs\n";
+        assert_eq!(postgres(named).unwrap().database.postgres.ssl_mode().unwrap(), SslMode::Disable);
+        let c = postgres(&format!("{named}    ssl: true\n")).unwrap();
+        assert_eq!(c.database.postgres.ssl_mode().unwrap(), SslMode::Prefer);
+        let err = postgres(&format!("{named}    ssl: sometimes\n")).unwrap_err().to_string();
+        assert!(err.contains("database.postgres.ssl") && err.contains("sometimes"), "{err}");
+        let err = postgres("    name: hs\n    user: hs\n").unwrap_err().to_string();
+        assert!(err.contains("database.postgres.host"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! `hi run PATTERN…`: build the binaries and the images, then run each matching scenario in a
 //! fresh Docker world, collect its artifacts, tear it down (unless `--keep`), and report.
-//! Ctrl-C removes this run's containers and networks before exiting. If the server refuses to
-//! run on PostgreSQL (`--postgres`), the run stops at the first scenario with that message.
+//! Ctrl-C removes this run's containers and networks before exiting. If the server cannot run
+//! on PostgreSQL (`--postgres`), the run stops at the first scenario with the server's message.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use integration::scenario::{glob_match, skip_if_unsupported, Scenario, Tailnet, Verdict};
 use integration::scenarios;
 
-use crate::world::{DockerWorld, NoPostgresBackend};
+use crate::world::{DockerWorld, PostgresUnusable};
 use crate::{artifacts, docker, image, postgres};
 
 /// `hi run` arguments.
@@ -134,7 +134,7 @@ struct WorldSpec<'a> {
 }
 
 /// Runs one scenario in a fresh world, collects its artifacts and removes the world. An error
-/// means no scenario can run (the server refuses PostgreSQL), so the run stops.
+/// means no scenario can run (the server cannot use PostgreSQL), so the run stops.
 async fn run_one(
     docker: &bollard::Docker,
     spec: &WorldSpec<'_>,
@@ -144,7 +144,7 @@ async fn run_one(
 ) -> Result<Outcome> {
     let world = match DockerWorld::start(docker, spec.run, spec.prefix, spec.image, &scenario.setup, spec.postgres).await {
         Ok(w) => Arc::new(w),
-        Err(e) if e.is::<NoPostgresBackend>() => return Err(e),
+        Err(e) if e.is::<PostgresUnusable>() => return Err(e),
         Err(e) => {
             return Ok(match skip_if_unsupported(e) {
                 Ok(Verdict::Skipped(why)) => Outcome::Skipped(why),

@@ -51,10 +51,11 @@ pub struct Client {
     pub ip: Ipv4Addr,
 }
 
-/// The server refused to run on PostgreSQL: every scenario would fail the same way.
+/// The server could not run on PostgreSQL (it exited naming it): every scenario would fail
+/// the same way.
 #[derive(Debug, thiserror::Error)]
-#[error("the server has no PostgreSQL backend yet: {0}")]
-pub struct NoPostgresBackend(pub String);
+#[error("the server cannot run on PostgreSQL: {0}")]
+pub struct PostgresUnusable(pub String);
 
 /// One scenario's containers and network.
 pub struct DockerWorld {
@@ -104,7 +105,7 @@ impl DockerWorld {
             // Leave nothing behind; the log goes into the error first.
             let tail = world.log_tail(&world.server).await;
             let _ = world.remove().await;
-            if e.is::<WorldError>() || e.is::<NoPostgresBackend>() {
+            if e.is::<WorldError>() || e.is::<PostgresUnusable>() {
                 return Err(e);
             }
             return Err(anyhow::anyhow!("{e:#}\nlast lines of the server log:\n{tail}"));
@@ -167,8 +168,8 @@ impl DockerWorld {
         self.await_healthy().await
     }
 
-    /// Waits until `/health` answers 200, or reports why the server exited: a refused
-    /// PostgreSQL setting is told apart from other failures.
+    /// Waits until `/health` answers 200, or reports why the server exited: a failure to use
+    /// PostgreSQL is told apart from other failures.
     async fn await_healthy(&self) -> Result<()> {
         let addr = SocketAddr::from((self.server_ip, CONTROL_PORT));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -182,8 +183,8 @@ impl DockerWorld {
                 // Each line starts with the engine's timestamp.
                 let last = log.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
                 let last = last.split_once(' ').map_or(last, |(_, text)| text).to_string();
-                if self.postgres.is_some() && last.contains("postgres") {
-                    return Err(NoPostgresBackend(last).into());
+                if self.postgres.is_some() && last.to_lowercase().contains("postgres") {
+                    return Err(PostgresUnusable(last).into());
                 }
                 bail!("the server exited with {code:?}: {last}");
             }

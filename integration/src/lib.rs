@@ -52,11 +52,30 @@ where
 #[derive(Debug, Clone)]
 pub struct Options {
     pub ephemeral_timeout: Duration,
+    /// Run on this PostgreSQL database instead of SQLite in the server's directory.
+    pub postgres: Option<headscale::config::Postgres>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ephemeral_timeout: Duration::from_secs(120) }
+        Options { ephemeral_timeout: Duration::from_secs(120), postgres: None }
+    }
+}
+
+impl Options {
+    /// The defaults, on a fresh database of this process's throwaway PostgreSQL cluster;
+    /// `None` when `HEADSCALE_TEST_POSTGRES=skip`.
+    pub fn on_postgres() -> Option<Options> {
+        let cluster = test_postgres::cluster()?;
+        let postgres = headscale::config::Postgres {
+            host: "127.0.0.1".into(),
+            port: cluster.port(),
+            name: cluster.create_database(),
+            user: test_postgres::USER.into(),
+            pass: test_postgres::PASSWORD.into(),
+            ..Default::default()
+        };
+        Some(Options { postgres: Some(postgres), ..Options::default() })
     }
 }
 
@@ -197,6 +216,10 @@ pub fn test_config(dir: &Path, listen: &str, derp_tls: &str, opts: &Options) -> 
     c.derp.server.tls_listen_addr = derp_tls.to_string();
     c.derp.server.stun_listen_addr = "127.0.0.1:0".into();
     c.node.ephemeral.inactivity_timeout = opts.ephemeral_timeout;
+    if let Some(postgres) = &opts.postgres {
+        c.database.kind = "postgres".into();
+        c.database.postgres = postgres.clone();
+    }
     c
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end scenarios of the core issue with real tailscale-rs clients against the server
 //! running in this process: joining, connectivity over the embedded DERP held for a minute,
-//! changes reaching peers, restart, interactive login, ephemeral clean-up and one-shot keys.
+//! changes reaching peers, restart (on SQLite and on PostgreSQL), interactive login, ephemeral
+//! clean-up and one-shot keys.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -135,8 +136,18 @@ async fn changes_reach_peers_as_deltas() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_keep_keys_and_addresses_across_a_restart() -> Result<()> {
+    keys_and_addresses_survive_a_restart(Options::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_keep_keys_and_addresses_across_a_restart_on_postgres() -> Result<()> {
+    let Some(opts) = Options::on_postgres() else { return Ok(()) };
+    keys_and_addresses_survive_a_restart(opts).await
+}
+
+async fn keys_and_addresses_survive_a_restart(opts: Options) -> Result<()> {
     init();
-    let srv = TestServer::start(Options::default()).await?;
+    let srv = TestServer::start(opts).await?;
     let user = srv.create_user("carol").await?;
     let key = srv.auth_key(user, false, false).await?;
     let key2 = srv.auth_key(user, false, false).await?;
@@ -194,7 +205,7 @@ async fn interactive_registration_is_completed_by_the_admin() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ephemeral_node_disappears_after_inactivity() -> Result<()> {
     init();
-    let srv = TestServer::start(Options { ephemeral_timeout: Duration::from_secs(2) }).await?;
+    let srv = TestServer::start(Options { ephemeral_timeout: Duration::from_secs(2), ..Options::default() }).await?;
     let user = srv.create_user("erin").await?;
     let key = srv.auth_key(user, true, true).await?;
     let stay = srv.join("stays", &srv.auth_key(user, true, false).await?).await?;

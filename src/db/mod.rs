@@ -1,26 +1,166 @@
-//! Storage: the schema with its versioned migrations, and the SQLite store. Only `state`
-//! calls into this module; everything it stores is read back whole at start-up.
+//! Storage: one schema with versioned migrations (`migrations`), kept in SQLite (`sqlite`) or
+//! PostgreSQL (`postgres`). The reads and writes of each record (`users`, `pre_auth_keys`,
+//! `nodes`, `api_keys`, `policies`) are written once, over `sql::Conn`, which both engines
+//! implement. Only `state` calls into this module; everything it stores is read back whole at
+//! start-up. Calls block; `Db::run` moves them off the async runtime.
 
 mod api_keys;
 mod migrations;
+mod nodes;
 mod policies;
+mod postgres;
+mod pre_auth_keys;
+mod sql;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
+mod users;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 pub use api_keys::ApiKey;
 pub use policies::StoredPolicy;
-pub use sqlite::Db;
+pub use sql::Engine;
+
+use crate::config::Database;
+use sql::Conn;
 
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database error: {0}")]
+    #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
+    Postgres(tokio_postgres::Error),
+    #[error("cannot reach PostgreSQL at {target}: {}", postgres::describe(.error))]
+    Unreachable { target: String, error: tokio_postgres::Error },
+    #[error("PostgreSQL at {target} refused the connection: {}", postgres::describe(.error))]
+    Refused { target: String, error: tokio_postgres::Error },
+    #[error("no PostgreSQL connection came free within {waited:?}; all {max_open} (database.postgres.max_open_conns) are in use")]
+    PoolExhausted { max_open: usize, waited: Duration },
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
+    #[error("cannot start the PostgreSQL I/O thread: {0}")]
+    IoThread(std::io::Error),
     #[error("cannot create the database directory {path}: {source}")]
     CreateDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("database.type {0:?} is not one of sqlite, postgres")]
+    UnknownType(String),
     #[error("stored value in {table}.{column} is invalid: {message}")]
     Corrupt { table: &'static str, column: &'static str, message: String },
+    #[error("cannot encode the value of {column}: {message}")]
+    Encode { column: &'static str, message: String },
     #[error("database schema version {found} is newer than this server knows ({known}); upgrade the server")]
     TooNew { found: i64, known: i64 },
+    #[error("schema migration {version} failed: {source}")]
+    Migration { version: i64, source: Box<DbError> },
     #[error("the database task was cancelled")]
     Cancelled,
+}
+
+/// The error's text includes its causes (the server's message, the I/O error), so it is not
+/// also given as a source.
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DbError::Postgres(e)
+    }
+}
+
+impl DbError {
+    /// Whether the database could not be reached, so that trying again later may succeed.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DbError::Unreachable { .. })
+    }
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    store: Store,
+}
+
+#[derive(Clone)]
+enum Store {
+    /// One connection: SQLite serializes writers anyway.
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Postgres(Arc<postgres::Pool>),
+}
+
+impl Db {
+    /// Opens the database `database.*` describes and brings its schema up to date.
+    pub fn open_configured(database: &Database) -> Result<Db, DbError> {
+        match database.kind.as_str() {
+            "sqlite" | "sqlite3" => {
+                let s = &database.sqlite;
+                Db::open(&s.path, s.write_ahead_log, s.wal_autocheckpoint)
+            }
+            "postgres" => Db::open_postgres(&database.postgres),
+            other => Err(DbError::UnknownType(other.to_string())),
+        }
+    }
+
+    /// Opens (creating if needed) an SQLite database file and brings its schema up to date.
+    pub fn open(path: &Path, write_ahead_log: bool, wal_autocheckpoint: i64) -> Result<Db, DbError> {
+        Db::migrated(Store::Sqlite(Arc::new(Mutex::new(sqlite::open(path, write_ahead_log, wal_autocheckpoint)?))))
+    }
+
+    /// An in-memory SQLite database, for tests.
+    pub fn open_in_memory() -> Result<Db, DbError> {
+        Db::migrated(Store::Sqlite(Arc::new(Mutex::new(sqlite::open_in_memory()?))))
+    }
+
+    /// Connects to PostgreSQL (`database.postgres.*`) and brings the schema up to date.
+    pub fn open_postgres(settings: &crate::config::Postgres) -> Result<Db, DbError> {
+        Db::migrated(Store::Postgres(postgres::open(settings)?))
+    }
+
+    fn migrated(store: Store) -> Result<Db, DbError> {
+        let db = Db { store };
+        db.with(migrations::migrate)?;
+        Ok(db)
+    }
+
+    /// The engine behind this handle.
+    pub fn engine(&self) -> Engine {
+        match self.store {
+            Store::Sqlite(_) => Engine::Sqlite,
+            Store::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// Runs a blocking database call off the async runtime.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(|_| DbError::Cancelled)?
+    }
+
+    /// Runs `f` on a connection: SQLite's one, or one from the PostgreSQL pool.
+    fn with<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError>) -> Result<T, DbError> {
+        match &self.store {
+            Store::Sqlite(conn) => f(&mut *conn.lock().unwrap_or_else(PoisonError::into_inner)),
+            Store::Postgres(pool) => f(&mut *pool.get()?),
+        }
+    }
+
+    /// Runs `f` in one transaction: all of its writes, or none.
+    fn transaction<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError>) -> Result<T, DbError> {
+        self.with(|c| sql::transaction(c, "BEGIN", f))
+    }
+
+    /// The schema version (number of migrations run).
+    pub fn schema_version(&self) -> Result<i64, DbError> {
+        self.with(migrations::version)
+    }
+
+    /// Checks that the database answers.
+    pub fn ping(&self) -> bool {
+        self.with(|c| c.batch("SELECT 1")).is_ok()
+    }
 }

@@ -7,13 +7,14 @@ use chrono::Utc;
 
 use super::*;
 use crate::config::Config;
+use crate::db::testing::storage_tests;
 use crate::db::Db;
 use crate::tailcfg::{Hostinfo, MachineKey, MapRequest, NetInfo, NodeKey, RegisterAuth, RegisterRequest};
 
-async fn state() -> Arc<State> {
+async fn state(db: Db) -> Arc<State> {
     let mut c = Config::embedded(std::path::Path::new("/nonexistent"));
     c.node.ephemeral.inactivity_timeout = Duration::from_millis(50);
-    State::load(Arc::new(c), Db::open_in_memory().unwrap()).await.unwrap()
+    State::load(Arc::new(c), db).await.unwrap()
 }
 
 fn req(node: u8, key: &str) -> RegisterRequest {
@@ -30,6 +31,18 @@ async fn key(s: &State, user: u64, reusable: bool, ephemeral: bool) -> String {
     s.create_pre_auth_key(Some(user), reusable, ephemeral, None, Vec::new()).await.unwrap().1
 }
 
+storage_tests!(
+    wrong_expired_and_used_keys_are_refused_and_leave_nothing,
+    known_node_re_registers_without_a_key_and_keeps_its_address,
+    another_machine_cannot_take_a_node_key,
+    logout_expires_and_rotation_needs_auth,
+    interactive_registration_waits_for_approval,
+    map_updates_publish_patches_or_full_changes,
+    ephemeral_nodes_are_removed_after_disconnect,
+    users_with_nodes_cannot_be_deleted_and_keys_hold_no_secret,
+    the_primary_router_fails_over_and_auto_approvers_approve,
+);
+
 fn authorized(r: Result<RegisterOutcome, RegisterError>) -> Arc<NodeEntry> {
     match r {
         Ok(RegisterOutcome::Authorized(e)) => e,
@@ -37,9 +50,8 @@ fn authorized(r: Result<RegisterOutcome, RegisterError>) -> Arc<NodeEntry> {
     }
 }
 
-#[tokio::test]
-async fn wrong_expired_and_used_keys_are_refused_and_leave_nothing() {
-    let s = state().await;
+async fn wrong_expired_and_used_keys_are_refused_and_leave_nothing(db: Db) {
+    let s = state(db).await;
     let u = s.create_user("ann", "", "", "").await.unwrap();
     let bad = s.register(MachineKey([1; 32]), req(1, "hskey-auth-nope")).await;
     assert!(matches!(bad, Err(RegisterError::InvalidKey)));
@@ -54,9 +66,8 @@ async fn wrong_expired_and_used_keys_are_refused_and_leave_nothing() {
     assert_eq!(s.db.nodes().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn known_node_re_registers_without_a_key_and_keeps_its_address() {
-    let s = state().await;
+async fn known_node_re_registers_without_a_key_and_keeps_its_address(db: Db) {
+    let s = state(db).await;
     let u = s.create_user("ann", "", "", "").await.unwrap();
     let k = key(&s, u.id, false, false).await;
     let first = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
@@ -66,9 +77,8 @@ async fn known_node_re_registers_without_a_key_and_keeps_its_address() {
     assert_eq!(first.node.ipv4.unwrap().to_string(), "100.64.0.1");
 }
 
-#[tokio::test]
-async fn another_machine_cannot_take_a_node_key() {
-    let s = state().await;
+async fn another_machine_cannot_take_a_node_key(db: Db) {
+    let s = state(db).await;
     let u = s.create_user("ann", "", "", "").await.unwrap();
     let k = key(&s, u.id, true, false).await;
     authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
@@ -76,9 +86,8 @@ async fn another_machine_cannot_take_a_node_key() {
     assert!(matches!(stolen, Err(RegisterError::NodeKeyInUse)), "{stolen:?}");
 }
 
-#[tokio::test]
-async fn logout_expires_and_rotation_needs_auth() {
-    let s = state().await;
+async fn logout_expires_and_rotation_needs_auth(db: Db) {
+    let s = state(db).await;
     let u = s.create_user("ann", "", "", "").await.unwrap();
     let k = key(&s, u.id, true, false).await;
     let n = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
@@ -96,9 +105,8 @@ async fn logout_expires_and_rotation_needs_auth() {
     assert!(!r.is_expired(Utc::now()));
 }
 
-#[tokio::test]
-async fn interactive_registration_waits_for_approval() {
-    let s = state().await;
+async fn interactive_registration_waits_for_approval(db: Db) {
+    let s = state(db).await;
     s.create_user("ann", "", "", "").await.unwrap();
     let mk = MachineKey([4; 32]);
     let url = match s.register(mk, req(4, "")).await.unwrap() {
@@ -118,9 +126,8 @@ async fn interactive_registration_waits_for_approval() {
     assert_eq!(done.node.id, node.node.id);
 }
 
-#[tokio::test]
-async fn map_updates_publish_patches_or_full_changes() {
-    let s = state().await;
+async fn map_updates_publish_patches_or_full_changes(db: Db) {
+    let s = state(db).await;
     let u = s.create_user("ann", "", "", "").await.unwrap();
     let k = key(&s, u.id, true, false).await;
     let n = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
@@ -150,9 +157,8 @@ async fn map_updates_publish_patches_or_full_changes() {
     assert!(rx.try_recv().is_err());
 }
 
-#[tokio::test]
-async fn ephemeral_nodes_are_removed_after_disconnect() {
-    let s = state().await;
+async fn ephemeral_nodes_are_removed_after_disconnect(db: Db) {
+    let s = state(db).await;
     let u = s.create_user("ann", "", "", "").await.unwrap();
     let k = key(&s, u.id, true, true).await;
     let n = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
@@ -164,9 +170,8 @@ async fn ephemeral_nodes_are_removed_after_disconnect() {
     assert!(s.db.nodes().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn users_with_nodes_cannot_be_deleted_and_keys_hold_no_secret() {
-    let s = state().await;
+async fn users_with_nodes_cannot_be_deleted_and_keys_hold_no_secret(db: Db) {
+    let s = state(db).await;
     let u = s.create_user("ann", "", "", "").await.unwrap();
     assert!(matches!(s.create_user("ann", "", "", "").await, Err(StateError::UserExists(_))));
     let k = key(&s, u.id, true, false).await;
@@ -209,9 +214,8 @@ async fn the_policy_file_covers_new_nodes_and_a_refused_reload_keeps_it() {
     assert!(!snap.policy.rules(a.node.id).filter.is_empty(), "ann now accepts bob");
 }
 
-#[tokio::test]
-async fn the_primary_router_fails_over_and_auto_approvers_approve() {
-    let s = state().await;
+async fn the_primary_router_fails_over_and_auto_approvers_approve(db: Db) {
+    let s = state(db).await;
     let u = s.create_user("ann", "", "", "").await.unwrap();
     let k = key(&s, u.id, true, false).await;
     let route: ipnet::IpNet = "10.1.0.0/16".parse().unwrap();

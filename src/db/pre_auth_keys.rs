@@ -1,0 +1,79 @@
+//! Stored pre-auth keys: create, use once (atomically), expire, delete, list.
+
+use chrono::{DateTime, Utc};
+
+use super::sql::{args, json, Conn, Row};
+use super::{Db, DbError};
+use crate::model::PreAuthKey;
+
+const COLUMNS: &str = "id, prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at";
+
+/// Marks the key `id` used, only if it was not: false when someone else used it first.
+pub(super) fn consume(c: &mut dyn Conn, id: u64) -> Result<bool, DbError> {
+    Ok(c.execute("UPDATE pre_auth_keys SET used = TRUE WHERE id = $1 AND used = FALSE", args![id])? == 1)
+}
+
+fn read_key(r: &Row) -> Result<PreAuthKey, DbError> {
+    Ok(PreAuthKey {
+        id: r.id("id")?,
+        prefix: r.text("prefix")?,
+        hash: r.hash("hash")?,
+        user_id: r.opt_id("user_id")?,
+        reusable: r.flag("reusable")?,
+        ephemeral: r.flag("ephemeral")?,
+        used: r.flag("used")?,
+        tags: r.json("tags")?,
+        expiration: r.opt_time("expiration")?,
+        created_at: r.time("created_at")?,
+    })
+}
+
+impl Db {
+    /// Stores a new pre-auth key and returns it with its id.
+    pub fn insert_pre_auth_key(&self, mut key: PreAuthKey) -> Result<PreAuthKey, DbError> {
+        let tags = json("tags", &key.tags)?;
+        key.id = self.with(|c| {
+            c.insert(
+                "pre_auth_keys",
+                "INSERT INTO pre_auth_keys (prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                args![
+                    &key.prefix,
+                    &key.hash[..],
+                    key.user_id,
+                    key.reusable,
+                    key.ephemeral,
+                    key.used,
+                    tags,
+                    key.expiration,
+                    key.created_at
+                ],
+            )
+        })?;
+        Ok(key)
+    }
+
+    /// Marks a key used, only if it was not: returns false when someone else used it first.
+    pub fn mark_pre_auth_key_used(&self, id: u64) -> Result<bool, DbError> {
+        self.with(|c| consume(c, id))
+    }
+
+    /// Sets a key's expiration.
+    pub fn set_pre_auth_key_expiration(&self, id: u64, at: DateTime<Utc>) -> Result<(), DbError> {
+        self.with(|c| c.execute("UPDATE pre_auth_keys SET expiration = $1 WHERE id = $2", args![at, id]))?;
+        Ok(())
+    }
+
+    /// Deletes a key; nodes it registered keep working.
+    pub fn delete_pre_auth_key(&self, id: u64) -> Result<(), DbError> {
+        self.with(|c| c.execute("DELETE FROM pre_auth_keys WHERE id = $1", args![id]))?;
+        Ok(())
+    }
+
+    /// Every pre-auth key, by id.
+    pub fn pre_auth_keys(&self) -> Result<Vec<PreAuthKey>, DbError> {
+        let sql = format!("SELECT {COLUMNS} FROM pre_auth_keys ORDER BY id");
+        let rows = self.with(|c| c.query("pre_auth_keys", &sql, &[]))?;
+        rows.iter().map(read_key).collect()
+    }
+}
