@@ -80,7 +80,6 @@ fn served_routes(n: &model::Node, snap: &Snapshot) -> Vec<String> {
 }
 
 /// A node as sent on the wire, with its owner and the (masked) key it registered with.
-
 pub fn node(entry: &NodeEntry, snap: &Snapshot, keys: &[model::PreAuthKey]) -> pb::Node {
     let n = &entry.node;
     let owner = |id: Option<model::UserId>| id.and_then(|id| snap.user(id)).map(|u| u.as_ref());

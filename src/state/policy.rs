@@ -22,8 +22,11 @@ fn in_database(config: &Config) -> bool {
     config.policy.mode == "database"
 }
 
+/// A policy's text and when it last changed, if known.
+type PolicyText = (String, Option<DateTime<Utc>>);
+
 /// Reads the policy file; `None` when no path is configured.
-fn read_file(config: &Config) -> Result<Option<(String, Option<DateTime<Utc>>)>, StateError> {
+fn read_file(config: &Config) -> Result<Option<PolicyText>, StateError> {
     let path = &config.policy.path;
     if path.is_empty() {
         return Ok(None);
@@ -59,7 +62,7 @@ impl State {
     }
 
     /// The policy text in force and when it was last changed; empty when none is set.
-    pub async fn policy_text(&self) -> Result<(String, Option<DateTime<Utc>>), StateError> {
+    pub async fn policy_text(&self) -> Result<PolicyText, StateError> {
         if in_database(&self.config) {
             let stored = self.db.run(|db| db.policy()).await?;
             Ok(stored.map(|p| (p.data, Some(p.updated_at))).unwrap_or_default())
