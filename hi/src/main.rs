@@ -2,12 +2,14 @@
 //! the server and one container per real Tailscale client (`tsnode`) on a private network per
 //! scenario — with images it builds itself (no registry), writes each scenario's artifacts to
 //! `control_logs/`, and exits non-zero if any scenario failed. `doctor` checks what this needs,
-//! `cleanup` removes what a crashed run left, `list` shows the scenarios.
+//! `cleanup` removes what a crashed run left, `list` shows the scenarios. `load` is the load
+//! generator: the server on loopback under thousands of real control clients.
 
 mod artifacts;
 mod docker;
 mod doctor;
 mod image;
+mod load;
 mod postgres;
 mod rootfs;
 mod run;
@@ -47,6 +49,9 @@ enum Cmd {
         /// A glob over scenario names.
         pattern: Option<String>,
     },
+    /// Start the server on loopback and drive N real control clients through registration,
+    /// map sessions, a reconnect storm, endpoint fan-out and churn; print the measurements.
+    Load(load::LoadArgs),
 }
 
 #[tokio::main]
@@ -63,6 +68,7 @@ async fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Load(args) => load::run(args).await,
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("hi: {e:#}");
