@@ -7,7 +7,7 @@
 //! For speed, every destination entry is indexed by the nodes it reaches, so a node's filter
 //! costs what it contains, not the size of the policy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -15,9 +15,10 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::alias::{Alias, AutoGroup};
-use super::ipset::{Atom, IpRange, IpSet};
+use super::fasthash::FastMap;
+use super::ipset::{merge_sorted, IpRange, IpSet};
 use super::nodeset::NodeSet;
-use super::resolve::{wildcard_prefixes, Resolver, Sources};
+use super::resolve::{wildcard_prefixes, Resolved, Resolver, Sources};
 use super::tailnet::{PolicyNode, Tailnet};
 use super::types::{Grant, ParsedPolicy};
 use crate::tailcfg::{CapGrant, FilterRule, IpProto, NetPortRange, PortRange};
@@ -34,12 +35,53 @@ pub type Order = (u32, u32);
 /// The first rule number of a grant's `autogroup:self` rules.
 const SELF_RULES: u32 = 1 << 20;
 
-/// A `DstPorts` entry, with the addresses it covers (`None` for `*`).
+/// An address a destination entry names, as a rule writes it.
 #[derive(Debug, Clone)]
-pub struct DstEntry {
+pub struct Target {
     pub ip: Arc<str>,
-    pub target: Option<IpRange>,
+    /// The addresses it covers; `None` for `*`.
+    pub range: Option<IpRange>,
+}
+
+/// A `DstPorts` entry: a target (its index among the rule set's targets) on some ports.
+#[derive(Debug, Clone, Copy)]
+pub struct DstEntry {
+    pub target: u32,
     pub ports: PortRange,
+}
+
+/// The targets of a rule set being compiled. Each destination alias's addresses get one
+/// block of targets, so entries are small and what a target reaches is worked out once.
+#[derive(Default)]
+struct Targets {
+    list: Vec<Target>,
+    /// The block of each alias the resolver holds.
+    blocks: FastMap<*const Resolved, u32>,
+    star: Option<u32>,
+}
+
+impl Targets {
+    /// The first target of the block of an alias the resolver holds.
+    fn block(&mut self, r: &Arc<Resolved>) -> u32 {
+        let list = &mut self.list;
+        *self.blocks.entry(Arc::as_ptr(r)).or_insert_with(|| add_block(list, r))
+    }
+
+    /// The target `*`.
+    fn star(&mut self) -> u32 {
+        let list = &mut self.list;
+        *self.star.get_or_insert_with(|| {
+            list.push(Target { ip: Arc::from("*"), range: None });
+            list.len() as u32 - 1
+        })
+    }
+}
+
+/// Adds a block of targets for an alias's addresses; returns its first.
+fn add_block(list: &mut Vec<Target>, r: &Resolved) -> u32 {
+    let first = list.len() as u32;
+    list.extend(r.atoms.iter().zip(&r.texts).map(|(a, text)| Target { ip: text.clone(), range: Some(a.range()) }));
+    first
 }
 
 /// The capabilities a rule grants on some destinations.
@@ -49,11 +91,51 @@ pub struct CapDst {
     pub caps: Arc<BTreeMap<String, Vec<Value>>>,
 }
 
-/// What a rule carries.
+/// What a rule carries: ports on destination entries (with every address they name), or
+/// capabilities.
 #[derive(Debug, Clone)]
 pub enum RuleBody {
-    Ports { protos: Vec<IpProto>, entries: Vec<DstEntry> },
+    Ports { protos: Vec<IpProto>, entries: Vec<DstEntry>, dst: DstAddrs },
     Caps(Vec<CapDst>),
+}
+
+/// Every address a ports rule names: all addresses of some nodes, and other ranges. Merged
+/// rules join theirs; the set is built once, for the matcher.
+#[derive(Debug, Clone)]
+pub struct DstAddrs {
+    nodes: NodeSet,
+    /// Prefixes, ranges and `*`, in no particular order.
+    other: Vec<IpRange>,
+}
+
+impl DstAddrs {
+    fn new(n: usize) -> Self {
+        DstAddrs { nodes: NodeSet::new(n), other: Vec::new() }
+    }
+
+    /// Adds what an alias stands for.
+    fn add(&mut self, r: &Resolved) {
+        if r.by_nodes {
+            self.nodes.union_with(&r.nodes);
+        } else {
+            self.other.extend_from_slice(r.set.ranges());
+        }
+    }
+
+    /// Adds another rule's addresses.
+    fn join(&mut self, other: DstAddrs) {
+        self.nodes.union_with(&other.nodes);
+        self.other.extend(other.other);
+    }
+
+    /// The addresses as a set.
+    fn set(&self, t: &Tailnet) -> IpSet {
+        let nodes = IpSet::from_ranges(t.address_ranges(&self.nodes, |_| true));
+        if self.other.is_empty() {
+            return nodes;
+        }
+        nodes.union(&IpSet::from_ranges(self.other.iter().copied()))
+    }
 }
 
 /// A rule before it is reduced to one node.
@@ -66,10 +148,9 @@ pub struct Rule {
 
 impl Rule {
     /// Every destination address the rule names (`*` is everything).
-    pub fn dst_set(&self) -> IpSet {
+    pub fn dst_set(&self, t: &Tailnet) -> IpSet {
         match &self.body {
-            RuleBody::Ports { entries, .. } if entries.iter().any(|e| e.target.is_none()) => IpSet::everything(),
-            RuleBody::Ports { entries, .. } => IpSet::from_ranges(entries.iter().filter_map(|e| e.target)),
+            RuleBody::Ports { dst, .. } => dst.set(t),
             RuleBody::Caps(caps) => {
                 IpSet::from_ranges(caps.iter().flat_map(|c| c.dsts.iter().map(|d| IpRange::net(*d))))
             }
@@ -78,11 +159,8 @@ impl Rule {
 }
 
 fn empty_filter_rule(src: &Sources) -> FilterRule {
-    FilterRule { src_ips: src.ips.to_vec(), dst_ports: Vec::new(), ip_proto: Vec::new(), cap_grant: Vec::new() }
-}
-
-fn net_port_range(e: &DstEntry) -> NetPortRange {
-    NetPortRange { ip: e.ip.to_string(), ports: e.ports }
+    let src_ips = src.ips.iter().map(String::from).collect();
+    FilterRule { src_ips, dst_ports: Vec::new(), ip_proto: Vec::new(), cap_grant: Vec::new() }
 }
 
 /// The merge key of a ports rule: rules with equal sources and protocols become one.
@@ -121,25 +199,38 @@ fn merge_key(rule: &Rule) -> Option<MergeKey> {
 /// Merges ports rules with equal sources and protocols into the first of them, keeping every
 /// destination entry (duplicates too); capability rules stay as they are.
 pub fn merge_rules(rules: Vec<Rule>) -> Vec<Rule> {
-    let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
-    let mut first: HashMap<MergeKey, usize> = HashMap::new();
-    for rule in rules {
-        let Some(key) = merge_key(&rule) else {
-            out.push(rule);
-            continue;
+    // First where each rule goes and how many entries each merged rule gets, so that every
+    // merged rule's entries are allocated once.
+    let mut first: FastMap<MergeKey, usize> = FastMap::default();
+    let mut place = Vec::with_capacity(rules.len());
+    let mut sizes: Vec<usize> = Vec::new();
+    for rule in &rules {
+        let len = match &rule.body {
+            RuleBody::Ports { entries, .. } => entries.len(),
+            RuleBody::Caps(_) => 0,
         };
-        match first.get(&key) {
-            Some(&i) => {
-                if let (RuleBody::Ports { entries: into, .. }, RuleBody::Ports { entries, .. }) =
-                    (&mut out[i].body, rule.body)
-                {
-                    into.extend(entries);
-                }
+        let slot = match merge_key(rule) {
+            Some(key) => *first.entry(key).or_insert(sizes.len()),
+            None => sizes.len(),
+        };
+        if slot == sizes.len() {
+            sizes.push(0);
+        }
+        sizes[slot] += len;
+        place.push(slot);
+    }
+    let mut out: Vec<Rule> = Vec::with_capacity(sizes.len());
+    for (mut rule, slot) in rules.into_iter().zip(place) {
+        if slot == out.len() {
+            if let RuleBody::Ports { entries, .. } = &mut rule.body {
+                entries.reserve_exact(sizes[slot] - entries.len());
             }
-            None => {
-                first.insert(key, out.len());
-                out.push(rule);
-            }
+            out.push(rule);
+        } else if let (RuleBody::Ports { entries: into, dst: into_dst, .. }, RuleBody::Ports { entries, dst, .. }) =
+            (&mut out[slot].body, rule.body)
+        {
+            into.extend(entries);
+            into_dst.join(dst);
         }
     }
     out
@@ -148,11 +239,13 @@ pub fn merge_rules(rules: Vec<Rule>) -> Vec<Rule> {
 /// The rules of a tailnet under a policy, ready to answer per-node questions.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
+    /// What destination entries name.
+    targets: Vec<Target>,
     /// Global rules, merged, in policy order.
     pub rules: Vec<Rule>,
-    keys: HashMap<MergeKey, usize>,
+    keys: FastMap<MergeKey, usize>,
     /// `autogroup:self` rules by user id, in policy order.
-    pub self_rules: HashMap<u64, Vec<Rule>>,
+    pub self_rules: FastMap<u64, Vec<Rule>>,
     /// `via` rules by node index, in policy order.
     pub via_rules: Vec<Vec<Rule>>,
     /// Entries for every node (`*` destinations): (rule, entry).
@@ -161,6 +254,8 @@ pub struct RuleSet {
     node_entries: Vec<Vec<(u32, u32)>>,
     /// Capability grants reaching each node: (rule, grant).
     node_caps: Vec<Vec<(u32, u32)>>,
+    /// The nodes each global rule's destinations touch, by address or subnet route.
+    pub touched: Vec<NodeSet>,
     internet: IpSet,
 }
 
@@ -168,6 +263,7 @@ impl RuleSet {
     /// Compiles the grants of a policy for a tailnet.
     pub fn compile(policy: &ParsedPolicy, resolver: &mut Resolver) -> RuleSet {
         let t = resolver.tailnet;
+        let mut targets = Targets::default();
         let mut global = Vec::new();
         let mut self_grants = Vec::new();
         let mut via_grants = Vec::new();
@@ -180,31 +276,39 @@ impl RuleSet {
                 via_grants.push((gi, grant));
                 continue;
             }
-            global.extend(grant_rules(gi, grant, resolver));
+            global.extend(grant_rules(gi, grant, resolver, &mut targets));
             if grant.dst.contains(&Alias::AutoGroup(AutoGroup::SelfDevices)) {
-                self_grants.push((gi, grant));
+                self_grants.push((gi, grant, resolver.sources(&grant.src, true)));
             }
         }
         let rules = merge_rules(global);
-        let mut self_rules = HashMap::new();
+        let mut self_rules = FastMap::default();
         for user in &t.users {
             let nodes = &t.by_user[&user.id];
+            let mut grants = self_grants.iter().filter(|(_, _, src)| src.nodes.intersects(nodes)).peekable();
+            if grants.peek().is_none() {
+                continue;
+            }
+            let own = resolver.nodes_alias(nodes.clone());
+            let first = add_block(&mut targets.list, &own);
             let list: Vec<Rule> =
-                self_grants.iter().flat_map(|(gi, g)| self_rules_for(*gi, g, nodes, resolver)).collect();
+                grants.flat_map(|(gi, g, src)| self_rules_for(*gi, g, src, (&own, first), resolver)).collect();
             if !list.is_empty() {
                 self_rules.insert(user.id, list);
             }
         }
         let via_rules = (0..t.len())
-            .map(|i| via_grants.iter().flat_map(|(gi, g)| via_rules_for(*gi, g, i, resolver)).collect())
+            .map(|i| via_grants.iter().flat_map(|(gi, g)| via_rules_for(*gi, g, i, resolver, &mut targets)).collect())
             .collect();
         let mut set = RuleSet {
-            keys: HashMap::new(),
+            targets: targets.list,
+            keys: FastMap::default(),
             self_rules,
             via_rules,
             star_entries: Vec::new(),
             node_entries: vec![Vec::new(); t.len()],
             node_caps: vec![Vec::new(); t.len()],
+            touched: Vec::with_capacity(rules.len()),
             internet: resolver.internet().clone(),
             rules,
         };
@@ -212,24 +316,37 @@ impl RuleSet {
         set
     }
 
-    /// Indexes every destination entry by the nodes it reaches.
+    /// Indexes every destination entry by the nodes it reaches, and notes which nodes each
+    /// rule's destinations touch.
     fn index(&mut self, t: &Tailnet) {
-        let mut reached = Vec::new();
+        // Rules name the same targets over and over: what each reaches is worked out once.
+        let mut reach: Vec<Option<(Vec<usize>, bool)>> = vec![None; self.targets.len()];
+        let touching_all = t.touching(&IpSet::everything());
         for (ri, rule) in self.rules.iter().enumerate() {
             if let Some(key) = merge_key(rule) {
                 self.keys.insert(key, ri);
             }
+            let mut touched = NodeSet::new(t.len());
             match &rule.body {
                 RuleBody::Ports { entries, .. } => {
                     for (ei, e) in entries.iter().enumerate() {
                         let at = (ri as u32, ei as u32);
-                        match &e.target {
-                            None => self.star_entries.push(at),
+                        match &self.targets[e.target as usize].range {
+                            None => {
+                                self.star_entries.push(at);
+                                touched.union_with(&touching_all);
+                            }
                             Some(r) => {
-                                reached.clear();
-                                entry_reaches(t, &self.internet, r, &mut reached);
-                                for &node in &reached {
+                                let (nodes, internet) =
+                                    reach[e.target as usize].get_or_insert_with(|| entry_reach(t, &self.internet, r));
+                                for &node in nodes.iter() {
                                     self.node_entries[node].push(at);
+                                    touched.insert(node);
+                                }
+                                if *internet {
+                                    for node in t.exit_nodes.iter().filter(|n| !nodes.contains(n)) {
+                                        self.node_entries[node].push(at);
+                                    }
                                 }
                             }
                         }
@@ -237,18 +354,15 @@ impl RuleSet {
                 }
                 RuleBody::Caps(caps) => {
                     for (ci, c) in caps.iter().enumerate() {
-                        let mut reached = NodeSet::new(t.len());
-                        for d in &c.dsts {
-                            let r = IpRange::net(*d);
-                            t.nodes_in(&r).for_each(|i| reached.insert(i));
-                            t.routers_overlapping(&r).for_each(|i| reached.insert(i));
-                        }
+                        let reached = t.touching(&IpSet::from_ranges(c.dsts.iter().map(|d| IpRange::net(*d))));
                         for node in reached.iter() {
                             self.node_caps[node].push((ri as u32, ci as u32));
                         }
+                        touched.union_with(&reached);
                     }
                 }
             }
+            self.touched.push(touched);
         }
     }
 
@@ -256,44 +370,45 @@ impl RuleSet {
     /// what concerns the node.
     pub fn filter(&self, t: &Tailnet, i: usize) -> Vec<FilterRule> {
         let node = &t.nodes[i];
-        let mut out: Vec<(Order, FilterRule)> = Vec::new();
-        let mut slot_of_rule: HashMap<u32, usize> = HashMap::new();
-        let mut global_slot = |out: &mut Vec<(Order, FilterRule)>, ri: u32| -> usize {
-            *slot_of_rule.entry(ri).or_insert_with(|| {
-                let rule = &self.rules[ri as usize];
-                let mut fr = empty_filter_rule(&rule.src);
-                if let RuleBody::Ports { protos, .. } = &rule.body {
-                    fr.ip_proto = protos.clone();
-                }
-                out.push((rule.order, fr));
-                out.len() - 1
-            })
+        let merged;
+        let entries = if self.star_entries.is_empty() {
+            &self.node_entries[i][..]
+        } else {
+            merged = merge_sorted(&self.star_entries, &self.node_entries[i], |a, b| a <= b);
+            &merged[..]
         };
-        for (ri, ei) in merge_sorted(&self.star_entries, &self.node_entries[i]) {
-            let slot = global_slot(&mut out, ri);
+        let rules = entries.chunk_by(|a, b| a.0 == b.0).count() + self.node_caps[i].len();
+        let mut out: Vec<(Order, FilterRule)> = Vec::with_capacity(rules);
+        let mut slots: Vec<(u32, usize)> = Vec::with_capacity(rules);
+        // Entries come grouped by rule, in rule order.
+        for run in entries.chunk_by(|a, b| a.0 == b.0) {
+            let ri = run[0].0;
+            let slot = self.global_slot(&mut slots, &mut out, ri);
             if let RuleBody::Ports { entries, .. } = &self.rules[ri as usize].body {
-                out[slot].1.dst_ports.push(net_port_range(&entries[ei as usize]));
+                let dst_ports = &mut out[slot].1.dst_ports;
+                dst_ports.reserve_exact(run.len());
+                dst_ports.extend(run.iter().map(|&(_, ei)| self.dst_port(&entries[ei as usize])));
             }
         }
         for &(ri, ci) in &self.node_caps[i] {
             if let RuleBody::Caps(caps) = &self.rules[ri as usize].body {
                 if let Some(g) = reduce_cap(t, node, &caps[ci as usize]) {
-                    let slot = global_slot(&mut out, ri);
+                    let slot = self.global_slot(&mut slots, &mut out, ri);
                     out[slot].1.cap_grant.push(g);
                 }
             }
         }
         let self_rules = node.user.as_ref().filter(|_| !node.is_tagged()).and_then(|u| self.self_rules.get(&u.id));
-        let mut extra_slots: HashMap<MergeKey, usize> = HashMap::new();
+        let mut extra_slots: FastMap<MergeKey, usize> = FastMap::default();
         for rule in self_rules.into_iter().flatten().chain(&self.via_rules[i]) {
             match &rule.body {
-                RuleBody::Ports { protos, entries } => {
+                RuleBody::Ports { protos, entries, .. } => {
                     let key = merge_key(rule).expect("ports rules have a key");
                     let kept: Vec<NetPortRange> =
-                        entries.iter().filter(|e| self.entry_reaches_node(t, i, e)).map(net_port_range).collect();
+                        entries.iter().filter(|e| self.entry_reaches_node(t, i, e)).map(|e| self.dst_port(e)).collect();
                     let slot = match (extra_slots.get(&key), self.keys.get(&key)) {
                         (Some(&s), _) => s,
-                        (None, Some(&ri)) => global_slot(&mut out, ri as u32),
+                        (None, Some(&ri)) => self.global_slot(&mut slots, &mut out, ri as u32),
                         (None, None) => {
                             let mut fr = empty_filter_rule(&rule.src);
                             fr.ip_proto = protos.clone();
@@ -313,47 +428,62 @@ impl RuleSet {
             }
         }
         out.retain(|(_, r)| !r.dst_ports.is_empty() || !r.cap_grant.is_empty());
-        out.sort_by_key(|(order, _)| *order);
+        if !out.is_sorted_by_key(|(order, _)| *order) {
+            out.sort_by_key(|(order, _)| *order);
+        }
         out.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// The place in `out` of global rule `ri`, added empty when the node meets it first.
+    /// `slots` holds (rule, place) by rule; rules mostly arrive in order.
+    fn global_slot(&self, slots: &mut Vec<(u32, usize)>, out: &mut Vec<(Order, FilterRule)>, ri: u32) -> usize {
+        if let Some(&(_, slot)) = slots.last().filter(|(r, _)| *r == ri) {
+            return slot;
+        }
+        match slots.binary_search_by_key(&ri, |&(r, _)| r) {
+            Ok(k) => slots[k].1,
+            Err(k) => {
+                let rule = &self.rules[ri as usize];
+                let mut fr = empty_filter_rule(&rule.src);
+                if let RuleBody::Ports { protos, .. } = &rule.body {
+                    fr.ip_proto = protos.clone();
+                }
+                out.push((rule.order, fr));
+                slots.insert(k, (ri, out.len() - 1));
+                out.len() - 1
+            }
+        }
+    }
+
+    /// What an entry names.
+    pub fn target(&self, e: &DstEntry) -> &Target {
+        &self.targets[e.target as usize]
+    }
+
+    /// An entry as a filter writes it.
+    fn dst_port(&self, e: &DstEntry) -> NetPortRange {
+        NetPortRange { ip: String::from(&*self.target(e).ip), ports: e.ports }
+    }
+
     fn entry_reaches_node(&self, t: &Tailnet, i: usize, e: &DstEntry) -> bool {
-        let Some(r) = &e.target else { return true };
+        let Some(r) = &self.target(e).range else { return true };
         t.nodes[i].addrs().any(|a| r.contains_addr(a))
             || t.subnet_ranges[i].iter().any(|s| s.overlaps(r))
             || (t.exit_nodes.contains(i) && self.internet.contains_range(r))
     }
 }
 
-/// The nodes a destination range reaches, ascending and once each: by address, by subnet
-/// route, or as the internet behind an exit node.
-fn entry_reaches(t: &Tailnet, internet: &IpSet, r: &IpRange, out: &mut Vec<usize>) {
-    out.extend(t.nodes_in(r));
-    let by_address = out.len();
-    out.extend(t.routers_overlapping(r));
-    if internet.contains_range(r) {
-        out.extend(t.exit_nodes.iter());
+/// The nodes a destination range touches (by address or subnet route), once each, and
+/// whether it lies in the internet, which exit nodes also reach.
+fn entry_reach(t: &Tailnet, internet: &IpSet, r: &IpRange) -> (Vec<usize>, bool) {
+    let mut nodes: Vec<usize> = t.nodes_in(r).collect();
+    let by_address = nodes.len();
+    nodes.extend(t.routers_overlapping(r));
+    if nodes.len() > by_address {
+        nodes.sort_unstable();
+        nodes.dedup();
     }
-    if out.len() > by_address {
-        out.sort_unstable();
-        out.dedup();
-    }
-}
-
-/// Two sorted lists, merged.
-fn merge_sorted(a: &[(u32, u32)], b: &[(u32, u32)]) -> Vec<(u32, u32)> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        if j == b.len() || (i < a.len() && a[i] <= b[j]) {
-            out.push(a[i]);
-            i += 1;
-        } else {
-            out.push(b[j]);
-            j += 1;
-        }
-    }
-    out
+    (nodes, internet.contains_range(r))
 }
 
 /// A capability grant reduced to one node: its own addresses as host prefixes (a broader
@@ -374,24 +504,38 @@ fn reduce_cap(t: &Tailnet, node: &PolicyNode, cap: &CapDst) -> Option<CapGrant> 
     (!dsts.is_empty()).then(|| CapGrant { dsts, cap_map: (*cap.caps).clone() })
 }
 
-/// The destination entries of one alias on some ports.
-fn dst_entries(resolver: &mut Resolver, alias: &Alias, ports: &[PortRange]) -> Vec<DstEntry> {
-    if *alias == Alias::Wildcard {
-        return ports.iter().map(|p| DstEntry { ip: Arc::from("*"), target: None, ports: *p }).collect();
+/// The destination entries of some aliases on some ports, and every address they name.
+fn dst_entries<'a>(
+    resolver: &mut Resolver,
+    targets: &mut Targets,
+    aliases: impl IntoIterator<Item = &'a Alias>,
+    ports: &[PortRange],
+) -> (Vec<DstEntry>, DstAddrs) {
+    let mut out = Vec::new();
+    let mut dst = DstAddrs::new(resolver.tailnet.len());
+    if ports.is_empty() {
+        return (out, dst);
     }
-    let r = resolver.resolve(alias);
-    atom_entries(&r.atoms, &r.texts, ports)
-}
-
-/// Each address on each port range.
-fn atom_entries(atoms: &[Atom], texts: &[Arc<str>], ports: &[PortRange]) -> Vec<DstEntry> {
-    let mut out = Vec::with_capacity(atoms.len() * ports.len());
-    for (atom, text) in atoms.iter().zip(texts) {
-        for p in ports {
-            out.push(DstEntry { ip: text.clone(), target: Some(atom.range()), ports: *p });
+    for alias in aliases {
+        if *alias == Alias::Wildcard {
+            let star = targets.star();
+            out.extend(ports.iter().map(|p| DstEntry { target: star, ports: *p }));
+            dst.other.extend_from_slice(IpSet::everything().ranges());
+        } else {
+            let r = resolver.resolve(alias);
+            block_entries(targets.block(&r), r.atoms.len(), ports, &mut out);
+            dst.add(&r);
         }
     }
-    out
+    (out, dst)
+}
+
+/// Each of `count` targets from `first` on each port range.
+fn block_entries(first: u32, count: usize, ports: &[PortRange], out: &mut Vec<DstEntry>) {
+    out.reserve(count * ports.len());
+    for target in first..first + count as u32 {
+        out.extend(ports.iter().map(|p| DstEntry { target, ports: *p }));
+    }
 }
 
 /// The prefixes an alias names as a capability destination.
@@ -433,7 +577,7 @@ fn cap_rules(
 }
 
 /// The global rules of a grant (everything but `autogroup:self`).
-fn grant_rules(gi: u32, grant: &Grant, resolver: &mut Resolver) -> Vec<Rule> {
+fn grant_rules(gi: u32, grant: &Grant, resolver: &mut Resolver, targets: &mut Targets) -> Vec<Rule> {
     let src = resolver.sources(&grant.src, true);
     let dsts: Vec<&Alias> = grant.dst.iter().filter(|a| **a != Alias::AutoGroup(AutoGroup::SelfDevices)).collect();
     let mut seq = 0;
@@ -447,12 +591,12 @@ fn grant_rules(gi: u32, grant: &Grant, resolver: &mut Resolver) -> Vec<Rule> {
     }
     if !src.is_empty() {
         for ip in &grant.ip {
-            let entries: Vec<DstEntry> = dsts.iter().flat_map(|d| dst_entries(resolver, d, &ip.ports)).collect();
+            let (entries, dst) = dst_entries(resolver, targets, dsts.iter().copied(), &ip.ports);
             if !entries.is_empty() {
                 out.push(Rule {
                     order: order(),
                     src: src.clone(),
-                    body: RuleBody::Ports { protos: ip.protos.clone(), entries },
+                    body: RuleBody::Ports { protos: ip.protos.clone(), entries, dst },
                 });
             }
         }
@@ -466,20 +610,21 @@ fn grant_rules(gi: u32, grant: &Grant, resolver: &mut Resolver) -> Vec<Rule> {
     out
 }
 
-/// The `autogroup:self` rules of a grant for one user's untagged nodes.
-fn self_rules_for(gi: u32, grant: &Grant, user_nodes: &NodeSet, resolver: &mut Resolver) -> Vec<Rule> {
-    let all_src = resolver.sources(&grant.src, true);
-    let mut src_nodes = user_nodes.clone();
-    for i in user_nodes.iter() {
-        if !all_src.nodes.contains(i) {
-            src_nodes.remove(i);
-        }
-    }
+/// The `autogroup:self` rules of a grant (whose sources are `all_src`) for one user's
+/// untagged nodes: `own`, whose addresses are the targets from `first` on.
+fn self_rules_for(
+    gi: u32,
+    grant: &Grant,
+    all_src: &Sources,
+    (own, first): (&Resolved, u32),
+    resolver: &mut Resolver,
+) -> Vec<Rule> {
+    let user_nodes = &own.nodes;
+    let src_nodes = user_nodes.intersection(&all_src.nodes);
     if src_nodes.is_empty() {
         return Vec::new();
     }
-    let src = Arc::new(resolver.node_sources(src_nodes));
-    let targets = resolver.nodes_alias(user_nodes.clone());
+    let src = resolver.node_sources(src_nodes);
     let mut seq = SELF_RULES;
     let mut order = || {
         seq += 1;
@@ -487,15 +632,20 @@ fn self_rules_for(gi: u32, grant: &Grant, user_nodes: &NodeSet, resolver: &mut R
     };
     let mut out = Vec::new();
     for ip in &grant.ip {
-        let entries = atom_entries(&targets.atoms, &targets.texts, &ip.ports);
+        let mut entries = Vec::new();
+        block_entries(first, own.atoms.len(), &ip.ports, &mut entries);
+        let mut dst = DstAddrs::new(resolver.tailnet.len());
+        if !entries.is_empty() {
+            dst.add(own);
+        }
         out.push(Rule {
             order: order(),
             src: src.clone(),
-            body: RuleBody::Ports { protos: ip.protos.clone(), entries },
+            body: RuleBody::Ports { protos: ip.protos.clone(), entries, dst },
         });
     }
     if !grant.app.is_empty() {
-        let dst_src = Arc::new(resolver.node_sources(user_nodes.clone()));
+        let dst_src = resolver.node_sources(user_nodes.clone());
         let per_node: Vec<Vec<IpNet>> =
             user_nodes.iter().map(|i| resolver.tailnet.nodes[i].addrs().map(IpNet::from).collect()).collect();
         out.extend(cap_rules(&mut order, src, dst_src, per_node, &grant.app));
@@ -504,7 +654,7 @@ fn self_rules_for(gi: u32, grant: &Grant, user_nodes: &NodeSet, resolver: &mut R
 }
 
 /// The `via` rules of a grant for node `i`, if it carries a via tag and routes a destination.
-fn via_rules_for(gi: u32, grant: &Grant, i: usize, resolver: &mut Resolver) -> Vec<Rule> {
+fn via_rules_for(gi: u32, grant: &Grant, i: usize, resolver: &mut Resolver, targets: &mut Targets) -> Vec<Rule> {
     let t = resolver.tailnet;
     let node = &t.nodes[i];
     if !node.tags.iter().any(|tag| grant.via.contains(tag)) || grant.ip.is_empty() {
@@ -529,11 +679,11 @@ fn via_rules_for(gi: u32, grant: &Grant, i: usize, resolver: &mut Resolver) -> V
         .iter()
         .enumerate()
         .filter_map(|(k, ip)| {
-            let entries: Vec<DstEntry> = grant.dst.iter().flat_map(|d| dst_entries(resolver, d, &ip.ports)).collect();
+            let (entries, dst) = dst_entries(resolver, targets, &grant.dst, &ip.ports);
             (!entries.is_empty()).then(|| Rule {
                 order: (gi, k as u32),
                 src: src.clone(),
-                body: RuleBody::Ports { protos: ip.protos.clone(), entries },
+                body: RuleBody::Ports { protos: ip.protos.clone(), entries, dst },
             })
         })
         .collect()

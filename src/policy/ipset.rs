@@ -136,17 +136,27 @@ impl IpSet {
     /// The set covering all the given ranges.
     pub fn from_ranges(ranges: impl IntoIterator<Item = IpRange>) -> Self {
         let mut all: Vec<IpRange> = ranges.into_iter().collect();
-        all.sort();
-        let mut merged: Vec<IpRange> = Vec::with_capacity(all.len());
-        for r in all {
-            match merged.last_mut() {
-                Some(last) if last.v6 == r.v6 && r.start <= last.end.saturating_add(1) => {
-                    last.end = last.end.max(r.end);
-                }
-                _ => merged.push(r),
-            }
+        if !all.is_sorted() {
+            sort_ranges(&mut all);
         }
-        IpSet { ranges: merged }
+        // Each range joins the one kept before it when they touch.
+        all.dedup_by(|r, last| {
+            let joins = last.v6 == r.v6 && r.start <= last.end.saturating_add(1);
+            if joins {
+                last.end = last.end.max(r.end);
+            }
+            joins
+        });
+        IpSet { ranges: all }
+    }
+
+    /// The addresses in either set.
+    pub fn union(&self, other: &IpSet) -> IpSet {
+        match (self.is_empty(), other.is_empty()) {
+            (_, true) => self.clone(),
+            (true, false) => other.clone(),
+            (false, false) => IpSet::from_ranges(merge_sorted(&self.ranges, &other.ranges, |a, b| a <= b)),
+        }
     }
 
     /// Every IPv4 and IPv6 address.
@@ -212,6 +222,47 @@ impl IpSet {
         let i = self.ranges.partition_point(|r| (r.v6, r.end) < (probe.v6, probe.start));
         self.ranges.get(i)
     }
+}
+
+/// Sorts ranges as `Ord` does (IPv4 first, then by start and end), IPv4 ones packed into one
+/// integer each: sets of node addresses run to thousands of ranges.
+fn sort_ranges(ranges: &mut Vec<IpRange>) {
+    let mut v4: Vec<u64> = Vec::with_capacity(ranges.len());
+    let mut v6: Vec<(u128, u128)> = Vec::new();
+    for r in ranges.iter() {
+        if r.v6 {
+            v6.push((r.start, r.end));
+        } else {
+            v4.push(((r.start as u64) << 32) | r.end as u64);
+        }
+    }
+    v4.sort_unstable();
+    v6.sort_unstable();
+    ranges.clear();
+    ranges.extend(v4.into_iter().map(|k| IpRange {
+        v6: false,
+        start: (k >> 32).into(),
+        end: (k & 0xffff_ffff).into(),
+    }));
+    ranges.extend(v6.into_iter().map(|(start, end)| IpRange { v6: true, start, end }));
+}
+
+/// Two sorted lists as one sorted list; `le` orders two items.
+pub fn merge_sorted<T: Clone>(a: &[T], b: &[T], le: impl Fn(&T, &T) -> bool) -> Vec<T> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if le(&a[i], &b[j]) {
+            out.push(a[i].clone());
+            i += 1;
+        } else {
+            out.push(b[j].clone());
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// One address item of a rule, written the way Tailscale's control plane writes it: a single
@@ -296,6 +347,17 @@ mod tests {
         assert!(joined.contains_range(&IpRange::net(net("10.0.0.0/8"))));
         assert!(!joined.contains_addr("11.0.0.0".parse().unwrap()));
         assert!(IpSet::everything().subtract(&IpSet::everything()).is_empty());
+        let both = set(&["10.0.0.0/9", "fd00::/8"]).union(&set(&["10.128.0.0/9", "192.168.0.0/16"]));
+        assert_eq!(both, set(&["10.0.0.0/8", "192.168.0.0/16", "fd00::/8"]));
+        assert_eq!(merge_sorted(&[1, 4, 6], &[2, 4, 9], |a, b| a <= b), [1, 2, 4, 4, 6, 9]);
+        let mut ranges: Vec<IpRange> = ["fd00::/8", "10.0.0.0/9", "10.0.0.0/8", "::/0", "0.0.0.0/0"]
+            .iter()
+            .map(|s| IpRange::net(net(s)))
+            .collect();
+        let mut expected = ranges.clone();
+        expected.sort();
+        sort_ranges(&mut ranges);
+        assert_eq!(ranges, expected);
     }
 
     #[test]

@@ -6,12 +6,12 @@
 //! A node touches an address set with one of its addresses or one of its subnet routes; an
 //! exit node is a destination when the set covers a default route or the whole internet.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use super::compile::{Rule, RuleSet};
+use super::fasthash::FastMap;
 use super::ipset::{IpRange, IpSet};
 use super::nodeset::NodeSet;
 use super::resolve::Sources;
@@ -37,12 +37,16 @@ pub struct Matchers {
 }
 
 impl Matchers {
-    /// Builds the matchers of the global, self and via rules.
+    /// Builds the matchers of the global, self and via rules. The nodes each global rule's
+    /// destinations touch come from the rule set's index.
     pub fn build(rules: &RuleSet, t: &Tailnet, internet: &IpSet) -> Self {
-        let mut builder = Builder { t, internet, src_cache: HashMap::new() };
-        let self_rules = rules.self_rules.values().flatten();
-        let global = rules.rules.iter().chain(self_rules).map(|r| builder.matcher(r)).collect();
-        let per_node = rules.via_rules.iter().map(|list| list.iter().map(|r| builder.matcher(r)).collect()).collect();
+        let defaults = ["0.0.0.0/0", "::/0"].map(|d| IpRange::net(d.parse().expect("valid")));
+        let mut builder = Builder { t, internet, defaults, src_cache: FastMap::default() };
+        let indexed = rules.rules.iter().zip(rules.touched.iter().map(Some));
+        let self_rules = rules.self_rules.values().flatten().zip(std::iter::repeat(None));
+        let global = indexed.chain(self_rules).map(|(r, touched)| builder.matcher(r, touched)).collect();
+        let per_node =
+            rules.via_rules.iter().map(|list| list.iter().map(|r| builder.matcher(r, None)).collect()).collect();
         Matchers { global, per_node }
     }
 
@@ -100,37 +104,26 @@ impl Matchers {
 struct Builder<'a> {
     t: &'a Tailnet,
     internet: &'a IpSet,
-    src_cache: HashMap<*const Sources, NodeSet>,
+    /// The default routes, `0.0.0.0/0` and `::/0`.
+    defaults: [IpRange; 2],
+    src_cache: FastMap<*const Sources, NodeSet>,
 }
 
 impl Builder<'_> {
-    fn matcher(&mut self, rule: &Rule) -> Matcher {
+    /// The matcher of a rule; `touched` is what its destinations touch, when known.
+    fn matcher(&mut self, rule: &Rule, touched: Option<&NodeSet>) -> Matcher {
         let t = self.t;
-        let src_nodes = self
-            .src_cache
-            .entry(Arc::as_ptr(&rule.src))
-            .or_insert_with(|| touching(t, &rule.src.set))
-            .clone();
-        let dst = rule.dst_set();
-        let mut dst_nodes = touching(t, &dst);
-        let default_v4 = IpRange::net("0.0.0.0/0".parse().expect("valid"));
-        let default_v6 = IpRange::net("::/0".parse().expect("valid"));
+        let src = &rule.src;
+        let touching = || if src.by_nodes { t.touching_nodes(&src.nodes, &src.set) } else { t.touching(&src.set) };
+        let src_nodes = self.src_cache.entry(Arc::as_ptr(src)).or_insert_with(touching).clone();
+        let dst = rule.dst_set(t);
+        let mut dst_nodes = touched.cloned().unwrap_or_else(|| t.touching(&dst));
         let covers_internet = self.internet.ranges().iter().all(|r| dst.contains_range(r));
-        if dst.contains_range(&default_v4) || dst.contains_range(&default_v6) || covers_internet {
+        if self.defaults.iter().any(|d| dst.contains_range(d)) || covers_internet {
             dst_nodes.union_with(&t.exit_nodes);
         }
         Matcher { src: rule.src.clone(), dst, src_nodes, dst_nodes }
     }
-}
-
-/// The nodes with an address in the set or a subnet route overlapping it.
-fn touching(t: &Tailnet, set: &IpSet) -> NodeSet {
-    let mut out = NodeSet::new(t.len());
-    for r in set.ranges() {
-        t.nodes_in(r).for_each(|i| out.insert(i));
-        t.routers_overlapping(r).for_each(|i| out.insert(i));
-    }
-    out
 }
 
 #[cfg(test)]

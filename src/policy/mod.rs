@@ -20,6 +20,7 @@ mod attrs;
 mod compile;
 mod compiled;
 pub mod conformance;
+mod fasthash;
 #[cfg(test)]
 mod fixture;
 mod go_duration;

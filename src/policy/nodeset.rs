@@ -43,6 +43,16 @@ impl NodeSet {
         }
     }
 
+    /// The nodes in both sets.
+    pub fn intersection(&self, other: &NodeSet) -> NodeSet {
+        NodeSet { words: self.words.iter().zip(&other.words).map(|(a, b)| a & b).collect() }
+    }
+
+    /// Whether some node is in both sets.
+    pub fn intersects(&self, other: &NodeSet) -> bool {
+        self.words.iter().zip(&other.words).any(|(a, b)| a & b != 0)
+    }
+
     /// Whether no node is in the set.
     pub fn is_empty(&self) -> bool {
         self.words.iter().all(|&w| w == 0)
@@ -77,8 +87,11 @@ mod tests {
         b.insert(64);
         a.union_with(&b);
         assert_eq!(a.iter().collect::<Vec<_>>(), [0, 64, 129]);
+        assert_eq!(a.intersection(&b).iter().collect::<Vec<_>>(), [64]);
+        assert!(a.intersects(&b));
         a.remove(64);
         assert!(!a.contains(64) && a.contains(129) && !a.contains(500));
+        assert!(!a.intersects(&b) && a.intersection(&b).is_empty());
         assert_eq!(NodeSet::full(3).iter().count(), 3);
         assert!(NodeSet::new(10).is_empty());
     }

@@ -3,14 +3,14 @@
 //! emits: node addresses one by one, prefixes as written, `*` as the Tailscale ranges plus
 //! every approved subnet route.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use super::alias::{Alias, AutoGroup};
-use super::ipset::{Atom, IpRange, IpSet};
+use super::fasthash::{FastHasher, FastMap};
+use super::ipset::{merge_sorted, Atom, IpRange, IpSet};
 use super::nodeset::NodeSet;
 use super::tailnet::Tailnet;
 use super::types::ParsedPolicy;
@@ -62,6 +62,9 @@ pub struct Resolved {
     pub wildcard: bool,
     /// The alias was `autogroup:danger-all`.
     pub danger_all: bool,
+    /// The alias names nodes (users, groups, tags, node autogroups): its addresses are
+    /// exactly theirs.
+    pub by_nodes: bool,
     /// Addresses, each as a rule writes it (`texts`).
     pub atoms: Vec<Atom>,
     pub texts: Vec<Arc<str>>,
@@ -71,11 +74,45 @@ pub struct Resolved {
     pub nodes: NodeSet,
 }
 
+/// A list of address texts stored back to back: writing a rule's sources into every node's
+/// filter reads one block of memory, and two lists compare as two blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IpList {
+    text: Box<str>,
+    /// Where each text ends in `text`.
+    ends: Box<[u32]>,
+}
+
+impl IpList {
+    fn new(items: &[Arc<str>]) -> Self {
+        let mut text = String::with_capacity(items.iter().map(|t| t.len()).sum());
+        let mut ends = Vec::with_capacity(items.len());
+        for item in items {
+            text.push_str(item);
+            ends.push(text.len() as u32);
+        }
+        IpList { text: text.into(), ends: ends.into() }
+    }
+
+    /// The texts, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.ends.len()).map(|k| {
+            let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+            &self.text[start..self.ends[k] as usize]
+        })
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
 /// A rule's sources, written out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources {
     /// `SrcIPs`, sorted.
-    pub ips: Arc<[String]>,
+    pub ips: IpList,
     /// A hash of `ips`, to merge rules quickly.
     pub ips_hash: u64,
     /// Every source address (subnet routes included for `*`).
@@ -84,13 +121,16 @@ pub struct Sources {
     pub nodes: NodeSet,
     /// The sources as prefixes, as a capability destination names them.
     pub prefixes: Vec<IpNet>,
+    /// The sources are the addresses of `nodes`, nothing else.
+    pub by_nodes: bool,
 }
 
 impl Sources {
-    fn new(ips: Vec<String>, set: IpSet, nodes: NodeSet, prefixes: Vec<IpNet>) -> Self {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+    fn new(ips: Vec<Arc<str>>, set: IpSet, nodes: NodeSet, prefixes: Vec<IpNet>, by_nodes: bool) -> Self {
+        let ips = IpList::new(&ips);
+        let mut h = FastHasher::default();
         ips.hash(&mut h);
-        Sources { ips: ips.into(), ips_hash: h.finish(), set, nodes, prefixes }
+        Sources { ips, ips_hash: h.finish(), set, nodes, prefixes, by_nodes }
     }
 
     /// Whether there is no source at all.
@@ -105,8 +145,12 @@ pub struct Resolver<'a> {
     pub tailnet: &'a Tailnet,
     internet: IpSet,
     wildcard: Vec<Atom>,
-    cache: HashMap<Alias, Arc<Resolved>>,
-    sources: HashMap<(Vec<Alias>, bool), Arc<Sources>>,
+    cache: FastMap<Alias, Arc<Resolved>>,
+    /// Sources by alias list, without and with `each_alias`.
+    sources: FastMap<Vec<Alias>, [Option<Arc<Sources>>; 2]>,
+    /// Sources naming nodes only, by the nodes: rules from different aliases naming the same
+    /// nodes share them.
+    node_sources: FastMap<NodeSet, Arc<Sources>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -117,8 +161,9 @@ impl<'a> Resolver<'a> {
             tailnet,
             internet: internet(),
             wildcard: wildcard_atoms(),
-            cache: HashMap::new(),
-            sources: HashMap::new(),
+            cache: FastMap::default(),
+            sources: FastMap::default(),
+            node_sources: FastMap::default(),
         }
     }
 
@@ -189,7 +234,7 @@ impl<'a> Resolver<'a> {
         let set = IpSet::from_ranges(atoms.iter().map(Atom::range));
         let nodes = self.nodes_in_set(&set);
         let texts = atoms.iter().map(|a| Arc::from(a.to_string())).collect();
-        Resolved { wildcard, danger_all, atoms, texts, set, nodes }
+        Resolved { wildcard, danger_all, by_nodes: false, atoms, texts, set, nodes }
     }
 
     /// The nodes with an address in the set.
@@ -207,29 +252,82 @@ impl<'a> Resolver<'a> {
         let atoms: Vec<Atom> = nodes.iter().flat_map(|i| t.nodes[i].addrs().map(Atom::addr)).collect();
         let texts = nodes.iter().flat_map(|i| t.addr_texts[i].iter().cloned()).collect();
         let set = IpSet::from_ranges(atoms.iter().map(Atom::range));
-        Resolved { wildcard: false, danger_all: false, atoms, texts, set, nodes }
+        Resolved { wildcard: false, danger_all: false, by_nodes: true, atoms, texts, set, nodes }
     }
 
     /// Writes a rule's sources. With `*` among them, Tailscale lists the other aliases'
     /// addresses too (`each_alias`); otherwise addresses covered by another are dropped.
     pub fn sources(&mut self, aliases: &[Alias], each_alias: bool) -> Arc<Sources> {
-        let key = (aliases.to_vec(), each_alias);
-        if let Some(s) = self.sources.get(&key) {
-            return s.clone();
+        if let Some(s) = self.sources.get(aliases).and_then(|e| e[usize::from(each_alias)].clone()) {
+            return s;
         }
         let resolved: Vec<Arc<Resolved>> = aliases.iter().map(|a| self.resolve(a)).collect();
-        let s = Arc::new(self.write_sources(&resolved, each_alias));
-        self.sources.insert(key, s.clone());
+        let mut nodes = NodeSet::new(self.tailnet.len());
+        resolved.iter().for_each(|r| nodes.union_with(&r.nodes));
+        let s = if resolved.iter().any(|r| r.wildcard || r.danger_all) {
+            Arc::new(self.wildcard_sources(&resolved, nodes, each_alias))
+        } else if resolved.iter().all(|r| r.by_nodes) {
+            self.node_sources(nodes)
+        } else {
+            Arc::new(self.mixed_sources(&resolved, nodes))
+        };
+        self.sources.entry(aliases.to_vec()).or_default()[usize::from(each_alias)] = Some(s.clone());
         s
     }
 
-    /// Writes the sources of some nodes.
-    pub fn node_sources(&self, nodes: NodeSet) -> Sources {
-        self.write_sources(&[Arc::new(self.nodes_alias(nodes))], false)
+    /// The sources naming exactly these nodes: their addresses.
+    pub fn node_sources(&mut self, nodes: NodeSet) -> Arc<Sources> {
+        if let Some(s) = self.node_sources.get(&nodes) {
+            return s.clone();
+        }
+        let mut ips = self.tailnet.address_texts(&nodes, |_| true);
+        let mut addrs = self.tailnet.address_ranges(&nodes, |_| true);
+        ips.dedup();
+        addrs.dedup();
+        let prefixes = addrs.iter().map(|r| IpNet::from(r.first())).collect();
+        let s = Arc::new(Sources::new(ips, IpSet::from_ranges(addrs), nodes.clone(), prefixes, true));
+        self.node_sources.insert(nodes, s.clone());
+        s
     }
 
-    fn write_sources(&self, resolved: &[Arc<Resolved>], each_alias: bool) -> Sources {
-        let n = self.tailnet.len();
+    /// Sources naming nodes and addresses (hosts, prefixes, ranges, the internet), `nodes`
+    /// being every node among them: an address inside another is left out.
+    fn mixed_sources(&mut self, resolved: &[Arc<Resolved>], nodes: NodeSet) -> Sources {
+        let mut named = NodeSet::new(self.tailnet.len());
+        let mut literal: Vec<(Atom, Arc<str>)> = Vec::new();
+        let mut literal_prefixes: Vec<(IpRange, IpNet)> = Vec::new();
+        for r in resolved {
+            if r.by_nodes {
+                named.union_with(&r.nodes);
+            } else {
+                literal.extend(r.atoms.iter().copied().zip(r.texts.iter().cloned()));
+                let prefixes = r.atoms.iter().flat_map(|a| a.range().prefixes());
+                literal_prefixes.extend(prefixes.map(|p| (IpRange::net(p), p)));
+            }
+        }
+        let literal = minimal_atoms(literal);
+        let literal_set = IpSet::from_ranges(literal.iter().map(|(a, _)| a.range()));
+        let uncovered = |r: &IpRange| !literal_set.contains_range(r);
+        let node_ips = self.tailnet.address_texts(&named, uncovered);
+        let node_addrs = self.tailnet.address_ranges(&named, uncovered);
+        let mut literal_ips: Vec<Arc<str>> = literal.into_iter().map(|(_, text)| text).collect();
+        literal_ips.sort_unstable();
+        let mut ips = merge_sorted(&node_ips, &literal_ips, |a, b| a <= b);
+        ips.dedup();
+        let set = IpSet::from_ranges(node_addrs).union(&literal_set);
+        // Prefixes list every alias's addresses, covered or not.
+        let key = |p: &IpNet| (IpRange::net(*p), p.prefix_len());
+        literal_prefixes.sort_unstable_by_key(|(r, p)| (*r, p.prefix_len()));
+        let literal_prefixes: Vec<IpNet> = literal_prefixes.into_iter().map(|(_, p)| p).collect();
+        let node_prefixes = &self.node_sources(named).prefixes;
+        let mut prefixes = merge_sorted(node_prefixes, &literal_prefixes, |a, b| key(a) <= key(b));
+        prefixes.dedup();
+        Sources::new(ips, set, nodes, prefixes, false)
+    }
+
+    /// Sources with `*` or `autogroup:danger-all` among them, `nodes` being every node among
+    /// them.
+    fn wildcard_sources(&self, resolved: &[Arc<Resolved>], nodes: NodeSet, each_alias: bool) -> Sources {
         let mut prefixes: Vec<IpNet> = Vec::new();
         for r in resolved {
             if r.wildcard {
@@ -243,24 +341,19 @@ impl<'a> Resolver<'a> {
         prefixes.sort_unstable_by_key(|p| (IpRange::net(*p), p.prefix_len()));
         prefixes.dedup();
         if resolved.iter().any(|r| r.danger_all) {
-            return Sources::new(vec!["*".to_string()], IpSet::everything(), NodeSet::full(n), prefixes);
+            let everyone = NodeSet::full(self.tailnet.len());
+            return Sources::new(vec![Arc::from("*")], IpSet::everything(), everyone, prefixes, false);
         }
-        let mut nodes = NodeSet::new(n);
-        resolved.iter().for_each(|r| nodes.union_with(&r.nodes));
-        let pairs = |r: &'_ Arc<Resolved>| r.atoms.iter().copied().zip(r.texts.iter().cloned()).collect::<Vec<_>>();
-        let written: Vec<(Atom, Arc<str>)> = if resolved.iter().any(|r| r.wildcard) {
-            let routes = self.tailnet.all_subnet_routes.iter().map(|r| (Atom::Net(*r), Arc::from(r.to_string())));
-            let others = resolved.iter().filter(|r| each_alias && !r.wildcard).flat_map(pairs);
-            let wildcard = self.wildcard.iter().map(|a| (*a, Arc::from(a.to_string())));
-            wildcard.chain(routes).chain(others).collect()
-        } else {
-            minimal_atoms(resolved.iter().flat_map(pairs).collect())
-        };
+        let routes = self.tailnet.all_subnet_routes.iter().map(|r| (Atom::Net(*r), Arc::from(r.to_string())));
+        let pairs = |r: &Arc<Resolved>| r.atoms.iter().copied().zip(r.texts.iter().cloned()).collect::<Vec<_>>();
+        let others = resolved.iter().filter(|r| each_alias && !r.wildcard).flat_map(pairs);
+        let wildcard = self.wildcard.iter().map(|a| (*a, Arc::from(a.to_string())));
+        let written: Vec<(Atom, Arc<str>)> = wildcard.chain(routes).chain(others).collect();
         let set = IpSet::from_ranges(written.iter().map(|(a, _)| a.range()));
-        let mut ips: Vec<String> = written.iter().map(|(_, t)| t.to_string()).collect();
+        let mut ips: Vec<Arc<str>> = written.into_iter().map(|(_, t)| t).collect();
         ips.sort_unstable();
         ips.dedup();
-        Sources::new(ips, set, nodes, prefixes)
+        Sources::new(ips, set, nodes, prefixes, false)
     }
 }
 
@@ -304,6 +397,15 @@ mod tests {
         );
         let w: Vec<String> = wildcard_atoms().iter().map(ToString::to_string).collect();
         assert_eq!(w, ["100.64.0.0-100.115.91.255", "100.115.94.0-100.127.255.255", "fd7a:115c:a1e0::/48"]);
+    }
+
+    #[test]
+    fn ip_lists_keep_their_texts_in_order() {
+        let list = IpList::new(&[Arc::from("100.64.0.1"), Arc::from("fd7a:115c:a1e0::1"), Arc::from("*")]);
+        assert_eq!(list.iter().collect::<Vec<_>>(), ["100.64.0.1", "fd7a:115c:a1e0::1", "*"]);
+        assert_eq!(list.iter().len(), 3);
+        assert!(!list.is_empty() && IpList::new(&[]).is_empty());
+        assert_ne!(list, IpList::new(&[Arc::from("100.64.0.1fd7a:115c:a1e0::1*")]), "boundaries count");
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //! routes ([`PolicyNode`], [`PolicyUser`]), and [`Tailnet`], the lookups compilation needs
 //! (nodes by tag, by user, by address range; who routes what).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use super::ipset::IpRange;
+use super::fasthash::FastMap;
+use super::ipset::{IpRange, IpSet};
 use super::nodeset::NodeSet;
 
 /// A user, as the policy sees it.
@@ -77,20 +77,33 @@ impl PolicyNode {
 #[derive(Debug, Clone)]
 pub struct Tailnet {
     pub nodes: Vec<PolicyNode>,
-    by_id: HashMap<u64, usize>,
+    by_id: FastMap<u64, usize>,
     /// Every node address as (family, bits, node index), sorted.
     addrs: Vec<(bool, u128, usize)>,
     /// Each node's addresses as a rule writes them.
     pub addr_texts: Vec<Vec<Arc<str>>>,
+    /// Every node address in the order of its text (rules list sources as sorted text): the
+    /// text, the node, the address.
+    by_text: Vec<(Arc<str>, usize, IpRange)>,
+    /// Where each node's addresses sit in `by_text`.
+    text_ranks: Vec<Vec<u32>>,
+    /// Where each node's addresses sit in `addrs`.
+    addr_ranks: Vec<Vec<u32>>,
+    /// Every node has an address and no two nodes share one.
+    addresses_identify_nodes: bool,
     /// Each node's subnet routes as ranges.
     pub subnet_ranges: Vec<Vec<IpRange>>,
     /// Nodes with at least one subnet route.
     pub routers: Vec<usize>,
+    /// Every address some subnet route covers.
+    route_space: IpSet,
+    /// The routers whose subnet routes cover node addresses, with those nodes.
+    routers_of_nodes: Vec<(usize, NodeSet)>,
     pub exit_nodes: NodeSet,
     pub tagged: NodeSet,
-    pub by_tag: HashMap<String, NodeSet>,
+    pub by_tag: FastMap<String, NodeSet>,
     /// Untagged nodes by their user's id.
-    pub by_user: HashMap<u64, NodeSet>,
+    pub by_user: FastMap<u64, NodeSet>,
     /// Every user owning an untagged node.
     pub users: Vec<PolicyUser>,
     /// Every approved subnet route in the tailnet, once each, sorted.
@@ -102,15 +115,21 @@ impl Tailnet {
     pub fn new(nodes: Vec<PolicyNode>) -> Self {
         let n = nodes.len();
         let mut t = Tailnet {
-            by_id: HashMap::with_capacity(n),
+            by_id: FastMap::with_capacity_and_hasher(n, Default::default()),
             addrs: Vec::with_capacity(2 * n),
             addr_texts: Vec::with_capacity(n),
+            by_text: Vec::new(),
+            text_ranks: Vec::new(),
+            addr_ranks: Vec::new(),
+            addresses_identify_nodes: false,
             subnet_ranges: Vec::with_capacity(n),
             routers: Vec::new(),
+            route_space: IpSet::default(),
+            routers_of_nodes: Vec::new(),
             exit_nodes: NodeSet::new(n),
             tagged: NodeSet::new(n),
-            by_tag: HashMap::new(),
-            by_user: HashMap::new(),
+            by_tag: FastMap::default(),
+            by_user: FastMap::default(),
             users: Vec::new(),
             all_subnet_routes: Vec::new(),
             nodes: Vec::new(),
@@ -145,11 +164,95 @@ impl Tailnet {
             }
         }
         t.addrs.sort_unstable();
+        t.addresses_identify_nodes = nodes.iter().all(|n| n.addrs().next().is_some())
+            && t.addrs.windows(2).all(|w| (w[0].0, w[0].1) != (w[1].0, w[1].1));
+        t.rank_addresses(&nodes);
+        t.route_space = IpSet::from_ranges(t.subnet_ranges.iter().flatten().copied());
+        for &r in &t.routers {
+            let mut covered = NodeSet::new(n);
+            t.subnet_ranges[r].iter().for_each(|s| t.nodes_in(s).for_each(|i| covered.insert(i)));
+            if !covered.is_empty() {
+                t.routers_of_nodes.push((r, covered));
+            }
+        }
         t.all_subnet_routes.sort_unstable_by_key(|r| (IpRange::net(*r), r.prefix_len()));
         t.all_subnet_routes.dedup();
         t.users.sort_by_key(|u| u.id);
         t.nodes = nodes;
         t
+    }
+
+    /// Fills the address tables: `by_text`, `text_ranks` and `addr_ranks`.
+    fn rank_addresses(&mut self, nodes: &[PolicyNode]) {
+        let mut all: Vec<(Arc<str>, usize, IpRange)> = Vec::with_capacity(self.addrs.len());
+        for (i, node) in nodes.iter().enumerate() {
+            all.extend(
+                self.addr_texts[i].iter().cloned().zip(node.addrs()).map(|(text, a)| (text, i, IpRange::addr(a))),
+            );
+        }
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.text_ranks = vec![Vec::new(); nodes.len()];
+        for (rank, (_, i, _)) in all.iter().enumerate() {
+            self.text_ranks[*i].push(rank as u32);
+        }
+        self.by_text = all;
+        self.addr_ranks = vec![Vec::new(); nodes.len()];
+        for (rank, &(_, _, i)) in self.addrs.iter().enumerate() {
+            self.addr_ranks[i].push(rank as u32);
+        }
+    }
+
+    /// The positions of `nodes`' addresses, ascending, in a table of every node address
+    /// (`ranks` holds each node's positions, `owner` the node at a position). A large set is
+    /// read off the table; a small one is sorted.
+    fn positions(&self, nodes: &NodeSet, ranks: &[Vec<u32>], owner: impl Fn(usize) -> usize) -> Vec<u32> {
+        let count: usize = nodes.iter().map(|i| ranks[i].len()).sum();
+        let mut out = Vec::with_capacity(count);
+        if count * 8 >= self.addrs.len() {
+            out.extend((0..self.addrs.len() as u32).filter(|&k| nodes.contains(owner(k as usize))));
+        } else {
+            nodes.iter().for_each(|i| out.extend_from_slice(&ranks[i]));
+            out.sort_unstable();
+        }
+        out
+    }
+
+    /// The addresses of some nodes that `keep` accepts, as text, in text order.
+    pub fn address_texts(&self, nodes: &NodeSet, keep: impl Fn(&IpRange) -> bool) -> Vec<Arc<str>> {
+        let positions = self.positions(nodes, &self.text_ranks, |k| self.by_text[k].1);
+        let mut out = Vec::with_capacity(positions.len());
+        let entries = positions.into_iter().map(|k| &self.by_text[k as usize]);
+        out.extend(entries.filter(|(_, _, r)| keep(r)).map(|(text, _, _)| text.clone()));
+        out
+    }
+
+    /// The addresses of some nodes that `keep` accepts, in address order.
+    pub fn address_ranges(&self, nodes: &NodeSet, keep: impl Fn(&IpRange) -> bool) -> Vec<IpRange> {
+        let positions = self.positions(nodes, &self.addr_ranks, |k| self.addrs[k].2);
+        let mut out = Vec::with_capacity(positions.len());
+        out.extend(positions.into_iter().map(|k| self.addr_range(k as usize)).filter(|r| keep(r)));
+        out
+    }
+
+    /// The `k`th address of `addrs`.
+    fn addr_range(&self, k: usize) -> IpRange {
+        let (v6, bits, _) = self.addrs[k];
+        IpRange { v6, start: bits, end: bits }
+    }
+
+    /// What [`Tailnet::touching`] gives for `addrs`, the addresses of exactly `nodes`: when
+    /// addresses identify nodes, the nodes themselves and the routers of those addresses.
+    pub fn touching_nodes(&self, nodes: &NodeSet, addrs: &IpSet) -> NodeSet {
+        if !self.addresses_identify_nodes {
+            return self.touching(addrs);
+        }
+        let mut out = nodes.clone();
+        for (r, covered) in &self.routers_of_nodes {
+            if covered.intersects(nodes) {
+                out.insert(*r);
+            }
+        }
+        out
     }
 
     /// The number of nodes.
@@ -171,7 +274,18 @@ impl Tailnet {
 
     /// Nodes whose subnet routes overlap `range`.
     pub fn routers_overlapping<'a>(&'a self, range: &'a IpRange) -> impl Iterator<Item = usize> + 'a {
-        self.routers.iter().copied().filter(move |&i| self.subnet_ranges[i].iter().any(|r| r.overlaps(range)))
+        let routers = if self.route_space.overlaps_range(range) { &self.routers[..] } else { &[] };
+        routers.iter().copied().filter(move |&i| self.subnet_ranges[i].iter().any(|r| r.overlaps(range)))
+    }
+
+    /// The nodes a set touches: those with an address in it or a subnet route overlapping it.
+    pub fn touching(&self, set: &IpSet) -> NodeSet {
+        let mut out = NodeSet::new(self.len());
+        for r in set.ranges() {
+            self.nodes_in(r).for_each(|i| out.insert(i));
+            self.routers_overlapping(r).for_each(|i| out.insert(i));
+        }
+        out
     }
 
     /// The untagged nodes of the user(s) a token names: by e-mail, else by login name; a

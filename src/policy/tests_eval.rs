@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use super::alias::{parse_alias, parse_proto, split_host_ports, Alias, AutoGroup};
-use super::compile::RuleBody;
+use super::compile::{DstEntry, RuleBody};
 use super::compiled::CompiledPolicy;
 use super::ipset::{IpRange, IpSet};
 use super::nodeset::NodeSet;
@@ -115,11 +115,13 @@ fn check_test(test: &PolicyTest, compiled: &CompiledPolicy, resolver: &mut Resol
 
 /// Whether some tailnet-wide rule lets `src` reach `dst` on `port` with one of `protos`.
 fn reaches(compiled: &CompiledPolicy, src: &IpRange, dst: &IpSet, port: u16, protos: &[IpProto]) -> bool {
-    compiled.rule_set().rules.iter().any(|rule| {
-        let RuleBody::Ports { protos: rule_protos, entries } = &rule.body else { return false };
+    let rules = compiled.rule_set();
+    rules.rules.iter().any(|rule| {
+        let RuleBody::Ports { protos: rule_protos, entries, .. } = &rule.body else { return false };
+        let names_dst = |e: &DstEntry| rules.target(e).range.is_none_or(|t| dst.overlaps_range(&t));
         rule.src.set.overlaps_range(src)
             && (rule_protos.is_empty() || rule_protos.iter().any(|p| protos.contains(p)))
-            && entries.iter().any(|e| e.ports.contains(port) && e.target.is_none_or(|t| dst.overlaps_range(&t)))
+            && entries.iter().any(|e| e.ports.contains(port) && names_dst(e))
     })
 }
 
