@@ -1,5 +1,5 @@
 //! One simulated node, made of tailscale-rs's control client (`ts_control`): its keys, its
-//! control connection (TCP, `/key`, Noise IK, HTTP/2), registration with a pre-auth key, a
+//! control connection (TCP without Nagle's delay, `/key`, Noise IK, HTTP/2), registration with a pre-auth key, a
 //! streaming map session whose updates are decoded (`decode`) and folded into a checked
 //! [`MapView`], and endpoint changes sent as non-streaming map requests, as a real client
 //! sends them. There is no data plane. A session runs in its own task; what the coordinator
@@ -13,10 +13,15 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use ts_control::client::{send_map_request, HttpConn};
+use ts_capabilityversion::CapabilityVersion;
+use ts_control::client::{
+    fetch_control_key, read_challenge_packet, send_map_request, upgrade_ts2021, HttpConn, CONTROL_PROTOCOL_VERSION,
+};
 use ts_control::{Endpoint, EndpointType, MapRequestBuilder, NodeId};
+use ts_http_util::EmptyBody;
 use url::Url;
 
 use super::decode::{self, MapUpdate};
@@ -45,10 +50,30 @@ impl Identity {
         Ok(conn)
     }
 
+    /// Opens a control connection the way `ts_control::connect` does (`/key`, the ts2021
+    /// upgrade with the Noise IK handshake, the optional early payload, HTTP/2), from the
+    /// same `ts_control` steps, on a socket with `TCP_NODELAY`. tailscale-rs leaves Nagle's
+    /// algorithm on, so the second record of a request (its body, after the headers) waits for
+    /// the server's delayed ACK, about 40 ms, which would be measured as the server's latency.
     async fn connect(&self, url: &Url) -> Result<HttpConn> {
-        ts_control::connect(url, &self.keys.machine_keys)
+        let fail = |step: &str, e: &dyn std::fmt::Display| anyhow!("{} {step} at {url}: {e}", self.hostname);
+        let host = url.host_str().context("the control URL has no host")?;
+        let port = url.port_or_known_default().context("the control URL has no port")?;
+        let tcp = TcpStream::connect((host, port)).await.map_err(|e| fail("connecting", &e))?;
+        tcp.set_nodelay(true).map_err(|e| fail("setting TCP_NODELAY", &e))?;
+        let h1 = ts_http_util::http1::connect::<EmptyBody>(tcp).await.map_err(|e| fail("starting HTTP/1.1", &e))?;
+        let server_key = fetch_control_key(url).await.map_err(|e| fail("fetching the server key", &e))?;
+        let (handshake, initiation) = ts_control_noise::Handshake::initialize(
+            CONTROL_PROTOCOL_VERSION.as_str(),
+            &self.keys.machine_keys,
+            &server_key,
+            CapabilityVersion::CURRENT,
+        );
+        let noise = upgrade_ts2021(url, &initiation, handshake, &self.keys.machine_keys, h1)
             .await
-            .map_err(|e| anyhow!("{} connecting to {url}: {e}", self.hostname))
+            .map_err(|e| fail("upgrading to ts2021", &e))?;
+        let noise = read_challenge_packet(noise).await.map_err(|e| fail("reading the early payload", &e))?;
+        ts_http_util::http2::connect(noise).await.map_err(|e| fail("starting HTTP/2", &e))
     }
 
     /// A map request with this node's hostname and endpoints.

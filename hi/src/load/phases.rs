@@ -85,7 +85,7 @@ pub async fn run(server: &dyn ControlServer, plan: &Plan) -> Result<Measurements
         storm_messages as f64 / plan.nodes as f64
     );
 
-    let mut fanout_ms = Vec::new();
+    let (mut fanout_ms, mut answered_ms) = (Vec::new(), Vec::new());
     for round in 0..plan.fanout_rounds {
         let i = round * plan.nodes / plan.fanout_rounds.max(1);
         let (endpoints, request) = clients[i].next_endpoints(&url);
@@ -93,15 +93,18 @@ pub async fn run(server: &dyn ControlServer, plan: &Plan) -> Result<Measurements
         expect_tx.send_modify(|e| *e = Arc::new(e.with_endpoints(node, endpoints)));
         let sent = Instant::now();
         tokio::time::timeout(plan.timeout, request).await.context("an endpoint update got no answer")??;
+        answered_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
         let reached = waiter.all_correct(&clients, &format!("fan-out round {} (node {node})", round + 1)).await?;
         fanout_ms.push((reached - sent).as_secs_f64() * 1000.0);
     }
     println!(
-        "fan-out: one node's new endpoints reach all {} peers in {:.1} ms median, {:.1} ms max ({} rounds)",
+        "fan-out: one node's new endpoints reach all {} peers in {:.1} ms median, {:.1} ms max ({} rounds); \
+         the server answered the update in {:.1} ms median",
         plan.nodes - 1,
         median(&fanout_ms),
         fanout_ms.iter().copied().fold(0.0, f64::max),
-        fanout_ms.len()
+        fanout_ms.len(),
+        median(&answered_ms)
     );
 
     let churn = churn(&mut clients, &url, &expect_tx, plan, pid, &waiter).await?;
@@ -136,6 +139,7 @@ pub async fn run(server: &dyn ControlServer, plan: &Plan) -> Result<Measurements
         storm_generator_cpu_s: storm_own_cpu.as_secs_f64(),
         storm_messages_per_client: storm_messages as f64 / plan.nodes as f64,
         fanout_ms,
+        fanout_answered_ms: median(&answered_ms),
         churn_changes: churn.changes,
         cpu_us_per_change_per_peer,
         rss_empty_kb,

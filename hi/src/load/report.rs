@@ -24,6 +24,8 @@ pub struct Measurements {
     pub storm_messages_per_client: f64,
     /// Each fan-out round: from the endpoint update sent to the last peer holding it.
     pub fanout_ms: Vec<f64>,
+    /// The median time the server took to answer the endpoint update itself.
+    pub fanout_answered_ms: f64,
     pub churn_changes: u64,
     /// Server CPU during churn over (changes × peers per change).
     pub cpu_us_per_change_per_peer: f64,
@@ -50,7 +52,12 @@ impl Measurements {
                 self.storm_generator_cpu_s,
                 self.storm_messages_per_client
             ),
-            format!("fan-out         {:>10.1} ms median, {:.1} ms max", median(&self.fanout_ms), self.fanout_max_ms()),
+            format!(
+                "fan-out         {:>10.1} ms median, {:.1} ms max (the update answered in {:.1} ms)",
+                median(&self.fanout_ms),
+                self.fanout_max_ms(),
+                self.fanout_answered_ms
+            ),
             format!(
                 "churn CPU       {:>10.3} µs per change per peer ({} changes)",
                 self.cpu_us_per_change_per_peer, self.churn_changes
@@ -92,6 +99,7 @@ mod tests {
             storm_generator_cpu_s: 0.3,
             storm_messages_per_client: 4.0,
             fanout_ms: vec![30.0, 10.0, 20.0],
+            fanout_answered_ms: 2.0,
             churn_changes: 10,
             cpu_us_per_change_per_peer: 1.23456,
             rss_empty_kb: 1000,
