@@ -1,6 +1,7 @@
 //! A self-hosted Tailscale control server, compatible with Headscale: its configuration, CLI,
 //! API and behaviour, with real Tailscale clients. `ARCHITECTURE.md` maps the modules.
 
+pub mod alloc;
 pub mod api;
 pub mod app;
 pub mod auth;

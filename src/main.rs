@@ -25,6 +25,7 @@ fn init_logging(config: &Config) {
 
 async fn serve(config: Config, source: Source) -> Result<(), Box<dyn std::error::Error>> {
     init_logging(&config);
+    headscale::alloc::tune_for_server();
     match &source {
         Source::File(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         Source::Embedded(dir) => tracing::info!(data = %dir.display(), "no config file found: running on the embedded default"),

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use rand::Rng;
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
@@ -24,6 +25,10 @@ use crate::tailcfg::{MachineKey, MapRequest, MapResponse};
 
 /// How long a session gathers a burst of changes before sending one delta.
 const COALESCE: Duration = Duration::from_millis(10);
+/// How long peers' presence changes (online, offline, last seen) alone may wait. A reconnect
+/// storm is thousands of them; batching them makes each client's stream a few messages
+/// instead of hundreds. Any other change ends the wait `COALESCE` after it arrives.
+const PRESENCE_COALESCE: Duration = Duration::from_millis(1000);
 /// Keep-alive period; jitter is added so sessions do not all wake at once.
 const KEEPALIVE: Duration = Duration::from_secs(50);
 /// Messages queued for a slow client before the session waits for it.
@@ -78,13 +83,20 @@ pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -
 }
 
 /// Frames one message for `node`: u32 LE length, then JSON (zstd-compressed if asked).
+/// The JSON is written after room for the length, so an uncompressed message (the usual
+/// case: tailscale-rs does not ask for zstd) is never copied.
 pub fn encode(node: NodeId, resp: &MapResponse, zstd: bool) -> Bytes {
-    let json = serde_json::to_vec(resp).expect("a MapResponse always serializes");
-    super::dump::record(node, &json);
-    let payload = if zstd { zstd::bulk::compress(&json, 3).expect("zstd compresses in memory") } else { json };
-    let mut out = Vec::with_capacity(4 + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&payload);
+    let mut out = Vec::with_capacity(4 + resp.json_len_hint());
+    out.extend_from_slice(&[0u8; 4]);
+    serde_json::to_writer(&mut out, resp).expect("a MapResponse always serializes");
+    super::dump::record(node, &out[4..]);
+    if zstd {
+        let compressed = zstd::bulk::compress(&out[4..], 3).expect("zstd compresses in memory");
+        out.truncate(4);
+        out.extend_from_slice(&compressed);
+    }
+    let len = u32::try_from(out.len() - 4).expect("a map message is under 4 GiB");
+    out[..4].copy_from_slice(&len.to_le_bytes());
     Bytes::from(out)
 }
 
@@ -124,12 +136,20 @@ async fn run_session(
             r = changes.recv() => if !take(&mut view, r) { break },
         }
         // Gather the rest of a burst before rendering one delta.
-        let deadline = tokio::time::sleep(COALESCE);
-        tokio::pin!(deadline);
+        let first = Instant::now();
+        let mut urgent_since = view.is_urgent().then_some(first);
         loop {
+            let until = urgent_since.map_or(first + PRESENCE_COALESCE, |t| t + COALESCE);
             tokio::select! {
-                _ = &mut deadline => break,
-                r = changes.recv() => if !take(&mut view, r) { return },
+                _ = tokio::time::sleep_until(until) => break,
+                r = changes.recv() => {
+                    if !take(&mut view, r) {
+                        return;
+                    }
+                    if urgent_since.is_none() && view.is_urgent() {
+                        urgent_since = Some(Instant::now());
+                    }
+                }
             }
         }
         if !view.has_pending() {

@@ -4,10 +4,11 @@
 //! answers change, the session compares its client's peer list, packet filter, SSH policy and
 //! capabilities with the new ones and sends only what differs.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use roaring::RoaringTreemap;
 
 use super::render::{peer_wire, self_node, shows, user_profiles, MapContext, TAGGED_DEVICES_USER_ID};
 use crate::model::NodeId;
@@ -19,7 +20,9 @@ use crate::tailcfg::{FilterRule, MapResponse, PeerChange, SshPolicy};
 #[derive(Debug)]
 pub struct SessionView {
     me: NodeId,
-    known: HashSet<NodeId>,
+    /// The peers the client holds: a compressed bitmap, a few bytes per peer, since every
+    /// session keeps one.
+    known: RoaringTreemap,
     /// The policy view the client's rules come from.
     epoch: u64,
     filter: Option<Arc<Vec<FilterRule>>>,
@@ -27,10 +30,16 @@ pub struct SessionView {
     caps: CapMap,
     full: BTreeSet<NodeId>,
     patches: BTreeMap<NodeId, PeerChange>,
+    /// Peers whose presence (online, last seen) changed; their current presence is read from
+    /// the snapshot at flush. In a reconnect storm every session hears of every peer, twice,
+    /// so this is a bitmap rather than merged patches.
+    presence: RoaringTreemap,
     removed: BTreeSet<NodeId>,
     self_dirty: bool,
     rules_dirty: bool,
     resync: bool,
+    /// Something besides peers' presence (online, last seen) waits to be sent.
+    urgent: bool,
 }
 
 impl SessionView {
@@ -39,7 +48,7 @@ impl SessionView {
         let rules = snap.policy.rules(me);
         let known = match snap.node(me) {
             Some(e) => snap.nodes.values().filter(|p| shows(&rules, e, p, now)).map(|p| p.node.id).collect(),
-            None => HashSet::new(),
+            None => RoaringTreemap::new(),
         };
         SessionView {
             me,
@@ -50,10 +59,12 @@ impl SessionView {
             caps: rules.caps.clone(),
             full: BTreeSet::new(),
             patches: BTreeMap::new(),
+            presence: RoaringTreemap::new(),
             removed: BTreeSet::new(),
             self_dirty: false,
             rules_dirty: false,
             resync: false,
+            urgent: false,
         }
     }
 
@@ -61,27 +72,42 @@ impl SessionView {
     pub fn apply(&mut self, set: &ChangeSet) {
         for change in &set.changes {
             match change {
-                Change::Node { id, .. } if *id == self.me => self.self_dirty = true,
+                Change::Node { id, .. } if *id == self.me => {
+                    self.self_dirty = true;
+                    self.urgent = true;
+                }
                 Change::Node { id, patch: Some(p) } => {
-                    if !self.full.contains(id) && self.known.contains(id) {
-                        self.patches.entry(*id).and_modify(|q| q.merge(p.clone())).or_insert_with(|| p.clone());
-                    } else {
+                    let presence = p.is_presence_only();
+                    self.urgent |= !presence;
+                    if self.full.contains(id) || !self.known.contains(*id) {
                         self.full.insert(*id);
+                    } else if presence {
+                        self.presence.insert(*id);
+                    } else {
+                        self.patches.entry(*id).and_modify(|q| q.merge(p.clone())).or_insert_with(|| p.clone());
                     }
                 }
                 Change::Node { id, patch: None } => {
+                    self.urgent = true;
                     self.patches.remove(id);
                     self.removed.remove(id);
                     self.full.insert(*id);
                 }
                 Change::Removed(id) => {
+                    self.urgent = true;
                     self.full.remove(id);
                     self.patches.remove(id);
                     self.removed.insert(*id);
                 }
-                Change::Everything => self.resync = true,
+                Change::Everything => {
+                    self.resync = true;
+                    self.urgent = true;
+                }
                 // Noticed at flush, where the snapshot's policy view has a new epoch.
-                Change::Rules => self.rules_dirty = true,
+                Change::Rules => {
+                    self.rules_dirty = true;
+                    self.urgent = true;
+                }
             }
         }
     }
@@ -89,17 +115,25 @@ impl SessionView {
     /// The session fell behind the change stream: compare everything at the next flush.
     pub fn lagged(&mut self) {
         self.resync = true;
+        self.urgent = true;
+    }
+
+    /// Whether what waits is more than peers coming online, going offline or being seen:
+    /// those can wait for a longer batch, everything else is sent promptly.
+    pub fn is_urgent(&self) -> bool {
+        self.urgent
     }
 
     /// Whether anything waits to be sent.
     pub fn has_pending(&self) -> bool {
-        self.self_dirty || self.rules_dirty || self.resync || !self.full.is_empty() || !self.patches.is_empty() || !self.removed.is_empty()
+        self.self_dirty || self.rules_dirty || self.resync || !self.full.is_empty() || !self.patches.is_empty() || !self.presence.is_empty() || !self.removed.is_empty()
     }
 
     /// Renders the pending delta against `snap`. `None` if the session's own node is gone
     /// (the stream must end); an empty response if nothing the client sees changed.
     pub fn flush(&mut self, snap: &Snapshot, ctx: &MapContext, now: DateTime<Utc>) -> Option<MapResponse> {
         let me = snap.node(self.me)?.clone();
+        self.urgent = false;
         let view = &snap.policy;
         let rules = view.rules(self.me);
         if std::mem::take(&mut self.resync) || (self.self_dirty && me.is_expired(now)) {
@@ -107,7 +141,7 @@ impl SessionView {
             for p in snap.nodes.values().filter(|p| p.node.id != self.me) {
                 self.full.insert(p.node.id);
             }
-            self.removed.extend(self.known.iter().filter(|id| snap.node(**id).is_none()));
+            self.removed.extend(self.known.iter().filter(|id| snap.node(*id).is_none()));
         }
         let rules_changed = std::mem::take(&mut self.rules_dirty) && view.epoch != self.epoch;
         if rules_changed {
@@ -115,13 +149,21 @@ impl SessionView {
             // Peers that appear or disappear, and those whose routes depend on the viewer.
             for p in snap.nodes.values().filter(|p| p.node.id != self.me) {
                 let seen = shows(&rules, &me, p, now);
-                if seen != self.known.contains(&p.node.id) || (seen && view.varies_by_viewer(&p.node)) {
+                if seen != self.known.contains(p.node.id) || (seen && view.varies_by_viewer(&p.node)) {
                     self.full.insert(p.node.id);
                 }
             }
             if rules.caps != self.caps {
                 self.caps = rules.caps.clone();
                 self.self_dirty = true;
+            }
+        }
+        // Presence as it is now; a peer sent whole carries its own.
+        for id in std::mem::take(&mut self.presence) {
+            if let Some(p) = snap.node(id).filter(|_| !self.full.contains(&id)) {
+                let patch = self.patches.entry(id).or_insert_with(|| PeerChange { node_id: id, ..Default::default() });
+                patch.online = Some(p.online);
+                patch.last_seen = if p.online { None } else { p.node.last_seen };
             }
         }
         let mut resp = MapResponse::default();
@@ -135,19 +177,19 @@ impl SessionView {
                     }
                 }
                 None => {
-                    if self.known.remove(&id) {
+                    if self.known.remove(id) {
                         resp.peers_removed.push(id);
                     }
                 }
             }
         }
         for (id, patch) in std::mem::take(&mut self.patches) {
-            if self.known.contains(&id) && !resp.peers_removed.contains(&id) {
+            if self.known.contains(id) && !resp.peers_removed.contains(&id) {
                 resp.peers_changed_patch.push(patch);
             }
         }
         for id in std::mem::take(&mut self.removed) {
-            if self.known.remove(&id) {
+            if self.known.remove(id) {
                 resp.peers_removed.push(id);
             }
         }
@@ -189,15 +231,20 @@ mod tests {
 
     #[test]
     fn patches_coalesce_and_never_carry_peers() {
-        let (snap, mut view) = session();
-        let p1 = PeerChange { node_id: 2, online: Some(false), ..Default::default() };
+        let (mut snap, mut view) = session();
+        let offline = crate::model::Node { last_seen: Some(t0()), ..snap.node(2).unwrap().node.clone() };
+        snap.put_node(NodeEntry::new(offline, false));
+        let p1 = PeerChange { node_id: 2, online: Some(false), last_seen: Some(t0()), ..Default::default() };
         let p2 = PeerChange { node_id: 2, derp_region: 900, ..Default::default() };
         view.apply(&set(vec![Change::Node { id: 2, patch: Some(p1) }]));
+        assert!(view.has_pending() && !view.is_urgent(), "presence alone may wait for a longer batch");
         view.apply(&set(vec![Change::Node { id: 2, patch: Some(p2) }]));
+        assert!(view.is_urgent(), "a new home DERP is sent promptly");
         let d = view.flush(&snap, &context(), t0()).unwrap();
         assert!(d.peers.is_none(), "a delta never carries Peers");
         assert_eq!(d.peers_changed_patch.len(), 1);
-        assert_eq!(d.peers_changed_patch[0].online, Some(false));
+        assert_eq!(d.peers_changed_patch[0].online, Some(false), "presence is the snapshot's");
+        assert_eq!(d.peers_changed_patch[0].last_seen, Some(t0()));
         assert_eq!(d.peers_changed_patch[0].derp_region, 900);
         assert!(d.node.is_none() && d.packet_filter.is_none());
         assert!(!view.has_pending());

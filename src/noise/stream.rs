@@ -20,6 +20,8 @@ const TAG_LEN: usize = 16;
 pub const MAX_FRAME_LEN: usize = 4096;
 /// The most plaintext one frame carries.
 pub const MAX_PLAINTEXT_LEN: usize = MAX_FRAME_LEN - HEADER_LEN - TAG_LEN;
+/// The most plaintext one write seals before it is sent (16 records).
+const WRITE_BATCH: usize = 16 * MAX_PLAINTEXT_LEN;
 
 /// One direction's cipher and nonce counter.
 struct Cipher {
@@ -108,9 +110,9 @@ impl<IO> NoiseStream<IO> {
             io,
             rx: Cipher::new(rx_key),
             tx: Cipher::new(tx_key),
-            incoming: BytesMut::with_capacity(MAX_FRAME_LEN * 2),
+            incoming: BytesMut::new(),
             plain: BytesMut::new(),
-            outgoing: Vec::with_capacity(MAX_FRAME_LEN),
+            outgoing: Vec::new(),
             written: 0,
         }
     }
@@ -125,7 +127,12 @@ impl<IO: AsyncWrite + Unpin> NoiseStream<IO> {
             }
             self.written += n;
         }
-        self.outgoing.clear();
+        // An idle connection keeps no batch-sized buffer.
+        if self.outgoing.capacity() > MAX_FRAME_LEN {
+            self.outgoing = Vec::new();
+        } else {
+            self.outgoing.clear();
+        }
         self.written = 0;
         Poll::Ready(Ok(()))
     }
@@ -139,10 +146,18 @@ impl<IO: AsyncRead + Unpin> AsyncRead for NoiseStream<IO> {
                 let n = this.plain.len().min(out.remaining());
                 out.put_slice(&this.plain[..n]);
                 this.plain.advance(n);
+                if this.plain.is_empty() {
+                    // Let go of the buffer it was split from.
+                    this.plain = BytesMut::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if let Some(plain) = open_frame(&mut this.rx, &mut this.incoming)? {
                 this.plain = plain;
+                if this.incoming.is_empty() {
+                    // An idle connection holds no read buffer.
+                    this.incoming = BytesMut::new();
+                }
                 continue;
             }
             let mut chunk = [0u8; MAX_FRAME_LEN];
@@ -164,8 +179,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.poll_drain(cx))?;
-        let n = buf.len().min(MAX_PLAINTEXT_LEN);
-        seal(&mut this.tx, &buf[..n], &mut this.outgoing)?;
+        // Seal as many whole records as one batch holds, so a large message costs one write
+        // to the socket per batch rather than one per 4 KiB record.
+        let n = buf.len().min(WRITE_BATCH);
+        for chunk in buf[..n].chunks(MAX_PLAINTEXT_LEN) {
+            seal(&mut this.tx, chunk, &mut this.outgoing)?;
+        }
         // Start sending now; whatever remains goes out on the next write or flush.
         if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
             return Poll::Ready(Err(e));

@@ -183,6 +183,12 @@ impl PeerChange {
         macro_rules! take { ($($f:ident),*) => { $( if later.$f.is_some() { self.$f = later.$f; } )* } }
         take!(endpoints, key, disco_key, online, last_seen, key_expiry);
     }
+
+    /// Whether it only says the node came online, went offline or was last seen at a time.
+    pub fn is_presence_only(&self) -> bool {
+        let presence = PeerChange { node_id: self.node_id, online: self.online, last_seen: self.last_seen, ..Default::default() };
+        *self == presence
+    }
 }
 
 /// One message of the map stream. Every field is optional; an absent field means "unchanged".
@@ -236,6 +242,13 @@ impl MapResponse {
             && self.packet_filter.is_none()
             && self.ssh_policy.is_none()
             && self.user_profiles.is_empty()
+    }
+
+    /// About how long its JSON is: the serialized peers it carries plus room for the rest, so
+    /// the buffer it is written into is allocated once.
+    pub fn json_len_hint(&self) -> usize {
+        let peers = self.peers.iter().flatten().chain(&self.peers_changed);
+        peers.map(|p| p.0.get().len() + 1).sum::<usize>() + 4096
     }
 }
 
