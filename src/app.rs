@@ -147,6 +147,7 @@ impl Running {
             t.abort();
             let _ = t.await;
         }
+        self.state.flush_reported().await;
     }
 }
 

@@ -18,6 +18,9 @@ const UPDATE: &str = "UPDATE nodes SET machine_key = $1, node_key = $2, disco_ke
        auth_key_id = $13, ephemeral = $14, expiry = $15, last_seen = $16, approved_routes = $17, created_at = $18
      WHERE id = $19";
 
+const UPDATE_REPORTED: &str =
+    "UPDATE nodes SET disco_key = $1, endpoints = $2, hostinfo = $3, last_seen = $4 WHERE id = $5";
+
 /// The stored columns of a node, in the order of `INSERT` and `UPDATE`; the id comes last.
 fn values(n: &Node) -> Result<[Value; 19], DbError> {
     Ok([
@@ -92,6 +95,24 @@ impl Db {
         let values = values(node)?;
         self.with(|c| c.execute(UPDATE, &values))?;
         Ok(())
+    }
+
+    /// Writes what nodes report about themselves (disco key, endpoints, host info, last seen)
+    /// for many nodes in one transaction; a node deleted meanwhile is skipped.
+    pub fn update_reported_fields(&self, nodes: &[Node]) -> Result<(), DbError> {
+        let rows = nodes
+            .iter()
+            .map(|n| {
+                Ok([
+                    n.disco_key.map(|k| k.to_string()).into(),
+                    json("endpoints", &n.endpoints)?,
+                    json("hostinfo", &n.hostinfo)?,
+                    n.last_seen.into(),
+                    n.id.into(),
+                ])
+            })
+            .collect::<Result<Vec<[Value; 5]>, DbError>>()?;
+        self.transaction(|c| rows.iter().try_for_each(|row| c.execute(UPDATE_REPORTED, row).map(drop)))
     }
 
     /// Updates an existing node and marks a key used in one transaction (re-authentication

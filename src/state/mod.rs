@@ -11,6 +11,7 @@ mod nodes;
 mod policy;
 mod register;
 mod rules;
+mod runtime;
 mod snapshot;
 mod users;
 
@@ -101,6 +102,7 @@ pub struct State {
     snapshot: ArcSwap<Snapshot>,
     changes: broadcast::Sender<Arc<ChangeSet>>,
     pending: PendingRegistrations,
+    runtime: runtime::RuntimeQueue,
 }
 
 /// How many published change sets a slow session may fall behind before it re-syncs.
@@ -132,7 +134,9 @@ impl State {
             snapshot: ArcSwap::from_pointee(snap),
             changes,
             pending: PendingRegistrations::new(Duration::from_secs(15 * 60), 1024),
+            runtime: Default::default(),
         });
+        state.spawn_reported_writer();
         state.schedule_ephemeral_cleanup_for_all().await;
         Ok(state)
     }

@@ -65,8 +65,12 @@ impl State {
         } else {
             None // only details peers do not see (DERP latencies): store, tell nobody
         };
-        let stored = node.clone();
-        self.db.run(move |db| db.update_node(&stored)).await?;
+        if super::runtime::only_reported_fields_differ(old, &node) {
+            self.persist_reported_later(id);
+        } else {
+            let stored = node.clone();
+            self.db.run(move |db| db.update_node(&stored)).await?;
+        }
         let changes = change.map(|patch| Change::Node { id, patch }).into_iter().collect();
         self.publish(|s| s.put_node(NodeEntry::new(node, current.online)), changes);
         Ok(())
@@ -103,9 +107,8 @@ impl State {
         let now = Utc::now();
         let node = Node { last_seen: Some(now), ..entry.node.clone() };
         let patch = PeerChange { node_id: id, online: Some(false), last_seen: Some(now), ..Default::default() };
-        if let Err(e) = self.store_node(node, false, Some(patch)).await {
-            tracing::warn!(node = id, error = %e, "could not record last-seen time");
-        }
+        self.publish(|s| s.put_node(NodeEntry::new(node, false)), vec![Change::Node { id, patch: Some(patch) }]);
+        self.persist_reported_later(id);
         if entry.node.ephemeral {
             self.schedule_ephemeral_cleanup(id, epoch);
         }

@@ -38,6 +38,7 @@ storage_tests!(
     logout_expires_and_rotation_needs_auth,
     interactive_registration_waits_for_approval,
     map_updates_publish_patches_or_full_changes,
+    reported_fields_are_written_in_batches,
     ephemeral_nodes_are_removed_after_disconnect,
     users_with_nodes_cannot_be_deleted_and_keys_hold_no_secret,
     the_primary_router_fails_over_and_auto_approvers_approve,
@@ -155,6 +156,32 @@ async fn map_updates_publish_patches_or_full_changes(db: Db) {
     // The same request again changes nothing and publishes nothing.
     s.apply_map_request(n.node.id, &os).await.unwrap();
     assert!(rx.try_recv().is_err());
+}
+
+async fn reported_fields_are_written_in_batches(db: Db) {
+    let s = state(db).await;
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let k = key(&s, u.id, true, false).await;
+    let id = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await).node.id;
+    let stored = |s: Arc<State>| async move {
+        s.db().run(move |db| db.nodes()).await.unwrap().into_iter().find(|n| n.id == id).unwrap()
+    };
+    let endpoints = MapRequest { node_key: NodeKey([1; 32]), endpoints: Some(vec!["192.0.2.1:41641".parse().unwrap()]), ..Default::default() };
+    s.apply_map_request(id, &endpoints).await.unwrap();
+    assert_eq!(s.snapshot().node(id).unwrap().node.endpoints.len(), 1, "published at once");
+    assert!(stored(s.clone()).await.endpoints.is_empty(), "written with the next batch");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stored(s.clone()).await.endpoints.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the background writer never wrote the endpoints");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.connect(id).await.unwrap();
+    s.disconnect(id).await;
+    s.rename_node(id, "renamed").await.unwrap();
+    s.flush_reported().await;
+    let node = stored(s.clone()).await;
+    assert!(node.last_seen.is_some(), "the disconnect's last-seen time is stored");
+    assert_eq!(node.given_name, "renamed", "a batch never undoes a later write");
 }
 
 async fn ephemeral_nodes_are_removed_after_disconnect(db: Db) {
