@@ -218,12 +218,18 @@ fn a_unix_socket_directory_is_a_host() {
 }
 
 #[test]
-fn ssl_prefer_falls_back_to_a_server_without_tls() {
+fn ssl_require_encrypts_and_prefer_falls_back_where_there_is_no_tls() {
+    // The test cluster speaks TLS on its TCP port, with a certificate no system trusts, and
+    // never on its unix socket. (`tests/postgres_tls.rs` covers the modes that check.)
     let Some(mut settings) = postgres_settings() else { return };
-    settings.ssl = serde_yaml::Value::Bool(true);
-    assert!(Db::open_postgres(&settings).unwrap().ping());
     settings.ssl = "require".into();
-    let err = Db::open_postgres(&settings).err().expect("the test server has no TLS");
+    assert!(Db::open_postgres(&settings).unwrap().ping(), "require does not check the certificate");
+    settings.host = test_postgres::cluster().expect("running").socket_dir().display().to_string();
+    settings.pass.clear();
+    settings.ssl = serde_yaml::Value::Bool(true);
+    assert!(Db::open_postgres(&settings).unwrap().ping(), "prefer goes on without TLS");
+    settings.ssl = "require".into();
+    let err = Db::open_postgres(&settings).err().expect("the unix socket has no TLS");
     assert!(err.to_string().contains(&settings.name), "{err}");
 }
 

@@ -3,7 +3,9 @@
 //! port with its socket in that directory, both as an unprivileged user when the tests run as
 //! root (PostgreSQL refuses to run as root). Every test then gets a fresh database in it. When
 //! the test process exits, however it exits, a watchdog stops the server by its PID and
-//! removes the directory.
+//! removes the directory. The server speaks TLS on its TCP port with a certificate for
+//! `localhost` from a certificate authority made for it (`Cluster::ca_file`), so the modes that
+//! check certificates can be tested.
 //!
 //! The server comes from the machine (Debian's `postgresql` package, under
 //! `/usr/lib/postgresql/<version>/bin`, or `initdb` on `PATH`). Without it, asking for a
@@ -94,6 +96,11 @@ impl Cluster {
         name
     }
 
+    /// The PEM file of the authority that signed the server's certificate (for `localhost`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join(CA_FILE)
+    }
+
     fn start() -> Result<Cluster, String> {
         let bin = binaries()?;
         let account = Account::for_server()?;
@@ -106,6 +113,7 @@ impl Cluster {
         let pwfile = dir.join("password");
         std::fs::write(&pwfile, format!("{PASSWORD}\n")).map_err(|e| format!("writing {}: {e}", pwfile.display()))?;
         account.own(&pwfile)?;
+        let tls = write_certificates(&dir, &account)?;
         let data = dir.join("data");
         let log = dir.join("initdb.log");
         let mut initdb = account.command(&bin.join("initdb"), &dir);
@@ -143,6 +151,7 @@ impl Cluster {
                 .args(["-h", "127.0.0.1", "-p", &port.to_string()])
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
                 .args(["-c", "max_connections=200", "-c", "jit=off"])
+                .args(&tls)
                 .stdin(Stdio::null())
                 .stdout(log_file(&log)?)
                 .stderr(log_file(&log)?)
@@ -235,6 +244,44 @@ impl Account {
         }
         c
     }
+}
+
+/// The authority's certificate, in the cluster's directory.
+const CA_FILE: &str = "ca.pem";
+
+/// Makes a certificate authority and a certificate for `localhost` it signed, writes them
+/// into `dir` (the key readable by the server's user only), and returns the server's
+/// settings that turn TLS on with them.
+fn write_certificates(dir: &Path, account: &Account) -> Result<[String; 6], String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let fail = |e: rcgen::Error| format!("making the test certificates: {e}");
+    let ca_key = KeyPair::generate().map_err(fail)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "headscale test PostgreSQL CA");
+    let ca = ca.self_signed(&ca_key).map_err(fail)?;
+    let key = KeyPair::generate().map_err(fail)?;
+    let mut server = CertificateParams::new(vec!["localhost".to_string()]).map_err(fail)?;
+    server.distinguished_name.push(DnType::CommonName, "localhost");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server = server.signed_by(&key, &ca, &ca_key).map_err(fail)?;
+    let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
+    for (path, text) in [(dir.join(CA_FILE), ca.pem()), (cert_file.clone(), server.pem()), (key_file.clone(), key.serialize_pem())] {
+        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        account.own(&path)?;
+    }
+    // PostgreSQL refuses a key that others can read.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", key_file.display()))?;
+    let setting = |name: &str, path: &Path| format!("{name}={}", path.display());
+    Ok([
+        "-c".into(),
+        "ssl=on".into(),
+        "-c".into(),
+        setting("ssl_cert_file", &cert_file),
+        "-c".into(),
+        setting("ssl_key_file", &key_file),
+    ])
 }
 
 fn log_file(path: &Path) -> Result<File, String> {
