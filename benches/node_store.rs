@@ -1,6 +1,7 @@
 //! The NodeStore at 10,000 nodes: lock-free reads (load the snapshot, look a node up by key),
-//! publishing a changed node into a new snapshot, and the whole write path through `State`
-//! (database write, publish, change event) for a map-request update.
+//! publishing a changed node into a new snapshot, and the write path through `State` for
+//! map-request updates: one update (publish and change event; the database write is batched),
+//! and a thousand updates from different nodes followed by their one batched database write.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use headscale::config::Config;
 use headscale::db::Db;
 use headscale::state::{NodeEntry, State};
-use headscale::tailcfg::{MapRequest, NodeKey};
+use headscale::tailcfg::MapRequest;
 use headscale::testing::{large_tailnet, node};
 
 const NODES: u32 = 10_000;
@@ -59,19 +60,32 @@ fn state_write(c: &mut Criterion) {
         }
         state
     });
-    let target: NodeKey = node(4242, None).node_key;
-    let id = state.snapshot().node_by_key(&target).expect("node").node.id;
+    let id_of = |i: u32| state.snapshot().node_by_key(&node(i, None).node_key).expect("node").node.id;
+    let update = |i: u32, port: u16| MapRequest {
+        node_key: node(i, None).node_key,
+        endpoints: Some(vec![format!("198.51.100.1:{port}").parse().expect("valid")]),
+        ..Default::default()
+    };
+    let target = id_of(4242);
     let mut port = 0u16;
-    c.bench_function("state/apply_endpoint_update_10k_sqlite_wal", |b| {
+    c.bench_function("state/apply_endpoint_update_10k", |b| {
         b.to_async(&rt).iter(|| {
             port = port.wrapping_add(1);
-            let req = MapRequest {
-                node_key: target,
-                endpoints: Some(vec![format!("198.51.100.1:{port}").parse().expect("valid")]),
-                ..Default::default()
-            };
-            let state = state.clone();
-            async move { state.apply_map_request(id, &req).await.expect("applies") }
+            let (state, req) = (state.clone(), update(4242, port));
+            async move { state.apply_map_request(target, &req).await.expect("applies") }
+        })
+    });
+    let batch: Vec<(u32, u64)> = (1..=1000).map(|i| (i, id_of(i))).collect();
+    c.bench_function("state/apply_1000_endpoint_updates_and_write_them_10k_sqlite_wal", |b| {
+        b.to_async(&rt).iter(|| {
+            port = port.wrapping_add(1);
+            let (state, batch, port) = (state.clone(), batch.clone(), port);
+            async move {
+                for (i, id) in batch {
+                    state.apply_map_request(id, &update(i, port)).await.expect("applies");
+                }
+                state.flush_reported().await;
+            }
         })
     });
 }
