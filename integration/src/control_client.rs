@@ -1,7 +1,8 @@
 //! A bare Tailscale control client made of tailscale-rs's `ts_control` (Noise, HTTP/2,
 //! registration, a streaming map session; no data plane), for what the full client cannot do
-//! in tests: announce subnet and exit routes in its Hostinfo. The map stream is folded into a
-//! peer table that tests wait on.
+//! in tests: announce subnet and exit routes in its Hostinfo, and ask for tags as it registers
+//! (tailscale-rs 0.6.1 keeps `Config::tags` out of its registration requests). The map stream is
+//! folded into a peer table that tests wait on.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,9 +14,19 @@ use ipnet::IpNet;
 use tokio::task::JoinHandle;
 use ts_control::client::{map_stream, send_map_request, HttpConn};
 use ts_control::{MapRequestBuilder, Node, NodeId, PeerUpdate};
+use ts_control_serde::{HostInfo, RegisterAuth, RegisterRequest, RegisterResponse};
+use ts_http_util::{ClientExt, ResponseExt};
 use url::Url;
 
 use crate::eventually;
+
+/// What the server answered to a registration request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterAnswer {
+    pub authorized: bool,
+    pub auth_url: String,
+    pub error: String,
+}
 
 /// One node driven through `ts_control`.
 pub struct ControlClient {
@@ -29,13 +40,7 @@ pub struct ControlClient {
 impl ControlClient {
     /// Registers a new node named `hostname` at `url` with a pre-auth key.
     pub async fn join(url: &Url, hostname: &str, authkey: &str) -> Result<ControlClient> {
-        let client = ControlClient {
-            keys: ts_keys::NodeState::generate(),
-            hostname: hostname.to_string(),
-            url: url.clone(),
-            peers: Arc::default(),
-            session: None,
-        };
+        let client = ControlClient::new(url, hostname);
         let conn = client.connect().await?;
         let config = ts_control::Config {
             server_url: url.clone(),
@@ -48,6 +53,50 @@ impl ControlClient {
             .await
             .with_context(|| format!("registering {hostname}"))?;
         Ok(client)
+    }
+
+    /// A node named `hostname` at `url` that has not registered yet.
+    pub fn new(url: &Url, hostname: &str) -> ControlClient {
+        ControlClient {
+            keys: ts_keys::NodeState::generate(),
+            hostname: hostname.to_string(),
+            url: url.clone(),
+            peers: Arc::default(),
+            session: None,
+        }
+    }
+
+    /// Sends a registration request that asks for `tags` (as `tailscale up --advertise-tags`
+    /// does), with a pre-auth key, or as the follow-up of an interactive registration, or with
+    /// neither to start one; returns the server's answer.
+    pub async fn register_requesting(&self, authkey: Option<&str>, followup: Option<&str>, tags: &[&str]) -> Result<RegisterAnswer> {
+        let conn = self.connect().await?;
+        let request = RegisterRequest {
+            version: ts_capabilityversion::CapabilityVersion::CURRENT,
+            node_key: self.keys.node_keys.public,
+            hostinfo: HostInfo {
+                hostname: Some(&self.hostname),
+                request_tags: (!tags.is_empty()).then(|| tags.to_vec()),
+                ..Default::default()
+            },
+            auth: authkey.map(RegisterAuth::from),
+            followup: followup.map(Url::parse).transpose()?,
+            ..Default::default()
+        };
+        let body = bytes::Bytes::from(serde_json::to_vec(&request)?);
+        let response = conn
+            .post(&self.url.join("machine/register")?, [], body.into())
+            .await
+            .map_err(|e| anyhow!("{} registering: {e}", self.hostname))?;
+        let status = response.status();
+        let body = response.collect_bytes().await.map_err(|e| anyhow!("reading the answer: {e}"))?;
+        anyhow::ensure!(status.is_success(), "registration answered {status}: {}", String::from_utf8_lossy(&body));
+        let answer: RegisterResponse = serde_json::from_slice(&body).context("parsing the registration answer")?;
+        Ok(RegisterAnswer {
+            authorized: answer.machine_authorized,
+            auth_url: answer.auth_url.to_string(),
+            error: answer.error.to_string(),
+        })
     }
 
     async fn connect(&self) -> Result<HttpConn> {

@@ -70,7 +70,10 @@ fn status(e: StateError) -> Status {
         StateError::UserHasNodes(_) | StateError::PolicyNotInDatabase | StateError::TagsRequired(_) => {
             Status::failed_precondition(message)
         }
-        StateError::InvalidRoute(_) | StateError::TagNotInPolicy(_) | StateError::InvalidAuthId(_) => {
+        StateError::InvalidRoute(_)
+        | StateError::TagNotInPolicy(_)
+        | StateError::InvalidAuthId(_)
+        | StateError::Tags(_) => {
             Status::invalid_argument(message)
         }
         StateError::Policy(_) => Status::invalid_argument(message),

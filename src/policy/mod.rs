@@ -28,6 +28,7 @@ mod hujson;
 mod ipset;
 mod matcher;
 mod nodeset;
+mod owners;
 mod parse;
 mod resolve;
 mod routes;

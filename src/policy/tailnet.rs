@@ -291,12 +291,8 @@ impl Tailnet {
     /// The untagged nodes of the user(s) a token names: by e-mail, else by login name; a
     /// trailing `@` is ignored.
     pub fn user_nodes(&self, token: &str) -> NodeSet {
-        let token = token.strip_suffix('@').unwrap_or(token);
         let mut out = NodeSet::new(self.len());
-        let by_email: Vec<&PolicyUser> = self.users.iter().filter(|u| u.email == token).collect();
-        let matched =
-            if by_email.is_empty() { self.users.iter().filter(|u| u.name == token).collect() } else { by_email };
-        for u in matched {
+        for u in users_named(&self.users, token) {
             out.union_with(&self.by_user[&u.id]);
         }
         out
@@ -311,6 +307,18 @@ impl Tailnet {
             }
         }
         out
+    }
+}
+
+/// The users a policy token names: those with that e-mail address, else those with that
+/// login name; a trailing `@` is ignored.
+pub fn users_named<'a>(users: &'a [PolicyUser], token: &str) -> Vec<&'a PolicyUser> {
+    let token = token.strip_suffix('@').unwrap_or(token);
+    let by_email: Vec<&PolicyUser> = users.iter().filter(|u| u.email == token).collect();
+    if by_email.is_empty() {
+        users.iter().filter(|u| u.name == token).collect()
+    } else {
+        by_email
     }
 }
 

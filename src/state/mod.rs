@@ -77,6 +77,8 @@ pub enum StateError {
     TagNotInPolicy(String),
     #[error("invalid registration id {0:?}: it looks like hskey-authreq-<id>")]
     InvalidAuthId(String),
+    #[error(transparent)]
+    Tags(#[from] register::TagsNotPermitted),
 }
 
 /// Run-time session bookkeeping: how many map streams each node holds, and an epoch that

@@ -1,5 +1,7 @@
 //! Registration: pre-auth keys, re-registration of known nodes, logout, node-key rotation and
 //! the interactive flow completed by an admin. A refused registration leaves nothing behind.
+//! Tags a client asks for (`Hostinfo.RequestTags`) are checked here, once: a tagged key permits
+//! its own tags; otherwise the registering user must own every tag in the policy's `tagOwners`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use chrono::Utc;
 use super::{Change, NodeEntry, State, StateError};
 use crate::auth::{hashes_match, split_pre_auth_key, Verdict};
 use crate::model::{Node, PreAuthKey, RegisterMethod, UserId};
+use crate::policy::PolicyUser;
 use crate::names::{sanitize_hostname, unique_name};
 use crate::tailcfg::{MachineKey, RegisterRequest};
 
@@ -27,9 +30,16 @@ pub enum RegisterError {
     NotYourNode,
     #[error("registration was rejected: {0}")]
     Rejected(String),
+    #[error(transparent)]
+    Tags(#[from] TagsNotPermitted),
     #[error("internal error: {0}")]
     Internal(#[from] StateError),
 }
+
+/// The client asked for tags it may not have; the text is the one Tailscale gives.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("requested tags [{}] are invalid or not permitted", .0.join(" "))]
+pub struct TagsNotPermitted(pub Vec<String>);
 
 /// What a registration request led to.
 #[derive(Debug)]
@@ -90,9 +100,10 @@ impl State {
             Some(auth_key) => {
                 let mut w = self.writer.lock().await;
                 let key = validate_key(&w.keys, auth_key, now)?;
+                let (user_id, tags) = self.key_owner(&key, &req)?;
                 let grant = Grant {
-                    user_id: if key.tags.is_empty() { key.user_id } else { None },
-                    tags: key.tags.clone(),
+                    user_id,
+                    tags,
                     ephemeral: key.ephemeral || req.ephemeral,
                     method: RegisterMethod::AuthKey,
                     key: Some(key.clone()),
@@ -148,14 +159,64 @@ impl State {
             .user_by_name(user_name)
             .cloned()
             .ok_or_else(|| StateError::UserNotFound(user_name.to_string()))?;
+        let requested = requested_tags(&req);
+        if let Err(refused) = self.check_owned(user.id, &requested) {
+            self.pending.finish(auth_id, Verdict::Rejected(refused.to_string()));
+            return Err(refused.into());
+        }
+        let (user_id, tags) = if requested.is_empty() { (Some(user.id), Vec::new()) } else { (None, requested) };
         let mut w = self.writer.lock().await;
-        let grant = Grant { user_id: Some(user.id), tags: Vec::new(), ephemeral: req.ephemeral, method: RegisterMethod::Cli, key: None };
+        let grant = Grant { user_id, tags, ephemeral: req.ephemeral, method: RegisterMethod::Cli, key: None };
         let entry = self.enroll(&mut w, machine_key, &req, grant).await.map_err(|e| match e {
             RegisterError::Internal(e) => e,
             other => StateError::RegistrationNotFound(other.to_string()),
         })?;
         self.pending.finish(auth_id, Verdict::Approved(entry.node.id));
         Ok(entry)
+    }
+
+    /// Who a node registered with `key` belongs to: the key's tags when it has some (the client
+    /// may ask for no others), else the tags the client asked for if the key's user owns them
+    /// all, else the key's user.
+    fn key_owner(&self, key: &PreAuthKey, req: &RegisterRequest) -> Result<(Option<UserId>, Vec<String>), TagsNotPermitted> {
+        let requested = requested_tags(req);
+        if !key.tags.is_empty() {
+            let foreign: Vec<String> = requested.into_iter().filter(|t| !key.tags.contains(t)).collect();
+            return if foreign.is_empty() { Ok((None, key.tags.clone())) } else { Err(TagsNotPermitted(foreign)) };
+        }
+        match key.user_id {
+            _ if requested.is_empty() => Ok((key.user_id, Vec::new())),
+            Some(user) => self.check_owned(user, &requested).map(|()| (None, requested)),
+            None => Err(TagsNotPermitted(requested)),
+        }
+    }
+
+    /// Checks that `user` owns every tag in `tags` under the policy in force; without a
+    /// policy no tag is defined, so none may be asked for.
+    fn check_owned(&self, user: UserId, tags: &[String]) -> Result<(), TagsNotPermitted> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let snap = self.snapshot();
+        let users: Vec<PolicyUser> = snap
+            .users
+            .values()
+            .map(|u| PolicyUser { id: u.id, name: u.name.clone(), email: u.email.clone() })
+            .collect();
+        let owner = users.iter().find(|u| u.id == user);
+        let refused: Vec<String> = tags
+            .iter()
+            .filter(|tag| {
+                let owned = snap.policy.policy().zip(owner).is_some_and(|(p, u)| p.source.user_owns_tag(tag, u, &users));
+                !owned
+            })
+            .cloned()
+            .collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(TagsNotPermitted(refused))
+        }
     }
 
     /// Refuses an interactive registration.
@@ -259,6 +320,20 @@ impl State {
         self.publish(|s| s.put_node(entry), vec![Change::Node { id, patch: None }]);
         Ok(self.snapshot().node(id).cloned().expect("just published"))
     }
+}
+
+/// The tags a client asks for, trimmed, sorted and without repeats.
+fn requested_tags(req: &RegisterRequest) -> Vec<String> {
+    let mut tags: Vec<String> = req
+        .hostinfo
+        .iter()
+        .flat_map(|h| h.request_tags.iter())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 /// Finds the stored key for an auth-key string and checks that it may still be used.

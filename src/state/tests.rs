@@ -323,3 +323,95 @@ async fn backfill_gives_and_takes_addresses_after_a_prefix_change() {
     assert_eq!(s.backfill_node_ips().await.unwrap().len(), 2);
     assert!(s.snapshot().nodes.values().all(|e| e.node.ipv4.is_none() && e.node.ipv6.is_some()));
 }
+
+/// A state whose policy file is `policy`.
+async fn state_with_policy(dir: &std::path::Path, policy: &str) -> Arc<State> {
+    let path = dir.join("policy.hujson");
+    std::fs::write(&path, policy).unwrap();
+    let mut c = Config::embedded(dir);
+    c.policy.path = path.display().to_string();
+    State::load(Arc::new(c), Db::open_in_memory().unwrap()).await.unwrap()
+}
+
+/// A registration request with a key and the tags the client asks for.
+fn req_tags(node: u8, key: &str, tags: &[&str]) -> RegisterRequest {
+    let mut r = req(node, key);
+    r.hostinfo.as_mut().unwrap().request_tags = tags.iter().map(|t| t.to_string()).collect();
+    r
+}
+
+fn refused_tags(r: Result<RegisterOutcome, RegisterError>) -> String {
+    match r {
+        Err(e @ RegisterError::Tags(_)) => e.to_string(),
+        other => panic!("expected the tags to be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn requested_tags_need_owners_or_a_key_that_carries_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = r#"{"tagOwners": {"tag:web": ["ann@"], "tag:db": ["ann@"]}, "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+    let s = state_with_policy(dir.path(), policy).await;
+    let ann = s.create_user("ann", "", "", "").await.unwrap();
+    let bob = s.create_user("bob", "", "", "").await.unwrap();
+
+    // A user's key: tags the user owns make a tagged node that never expires.
+    let ann_key = key(&s, ann.id, true, false).await;
+    let web = authorized(s.register(MachineKey([1; 32]), req_tags(1, &ann_key, &["tag:web"])).await);
+    assert_eq!((web.node.user_id, web.node.tags.clone(), web.node.expiry), (None, vec!["tag:web".to_string()], None));
+    let stored = s.db.nodes().unwrap().into_iter().find(|n| n.id == web.node.id).unwrap();
+    assert_eq!(stored.tags, vec!["tag:web".to_string()]);
+
+    // Tags the key's user does not own, or that no policy defines, are refused; nothing is left.
+    let bob_key = key(&s, bob.id, true, false).await;
+    let why = refused_tags(s.register(MachineKey([2; 32]), req_tags(2, &bob_key, &["tag:web"])).await);
+    assert_eq!(why, "requested tags [tag:web] are invalid or not permitted");
+    let why = refused_tags(s.register(MachineKey([2; 32]), req_tags(2, &ann_key, &["tag:web", "tag:nope"])).await);
+    assert_eq!(why, "requested tags [tag:nope] are invalid or not permitted");
+    assert_eq!(s.snapshot().nodes.len(), 1);
+    assert_eq!(s.db.nodes().unwrap().len(), 1);
+
+    // A tagged key permits its own tags and no others, whoever owns them.
+    let (_, db_key) = s.create_pre_auth_key(None, true, false, None, vec!["tag:db".into()]).await.unwrap();
+    let db = authorized(s.register(MachineKey([3; 32]), req_tags(3, &db_key, &["tag:db"])).await);
+    assert_eq!(db.node.tags, vec!["tag:db".to_string()]);
+    let why = refused_tags(s.register(MachineKey([4; 32]), req_tags(4, &db_key, &["tag:db", "tag:web"])).await);
+    assert_eq!(why, "requested tags [tag:web] are invalid or not permitted");
+
+    // Interactive: the approving user must own the tags; a refusal reaches the waiting client.
+    let url = match s.register(MachineKey([5; 32]), req_tags(5, "", &["tag:web"])).await.unwrap() {
+        RegisterOutcome::NeedsAuth(u) => u,
+        other => panic!("{other:?}"),
+    };
+    let id = url.rsplit('/').next().unwrap().to_string();
+    let waiter = {
+        let (s, follow) = (s.clone(), RegisterRequest { followup: url.clone(), ..req_tags(5, "", &["tag:web"]) });
+        tokio::spawn(async move { s.register(MachineKey([5; 32]), follow).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = s.approve_registration(&id, "bob").await.unwrap_err();
+    assert_eq!(err.to_string(), "requested tags [tag:web] are invalid or not permitted");
+    match waiter.await.unwrap() {
+        Err(RegisterError::Rejected(why)) => assert!(why.contains("requested tags [tag:web]"), "{why}"),
+        other => panic!("the client should hear the refusal, got {other:?}"),
+    }
+    assert_eq!(s.snapshot().nodes.len(), 2);
+
+    let url = match s.register(MachineKey([5; 32]), req_tags(5, "", &["tag:web"])).await.unwrap() {
+        RegisterOutcome::NeedsAuth(u) => u,
+        other => panic!("{other:?}"),
+    };
+    let tagged = s.approve_registration(url.rsplit('/').next().unwrap(), "ann").await.unwrap();
+    assert_eq!((tagged.node.user_id, tagged.node.tags.clone()), (None, vec!["tag:web".to_string()]));
+
+    // Logging in again interactively without tags (`--advertise-tags= --force-reauth`, which
+    // brings a new node key) makes the node the approving user's again.
+    let again = RegisterRequest { old_node_key: NodeKey([5; 32]), ..req_tags(6, "", &[]) };
+    let url = match s.register(MachineKey([5; 32]), again).await.unwrap() {
+        RegisterOutcome::NeedsAuth(u) => u,
+        other => panic!("{other:?}"),
+    };
+    let owned = s.approve_registration(url.rsplit('/').next().unwrap(), "ann").await.unwrap();
+    assert_eq!(owned.node.id, tagged.node.id);
+    assert_eq!((owned.node.user_id, owned.node.tags.is_empty()), (Some(ann.id), true));
+}
