@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use headscale::policy::{run_tests, CompiledPolicy, ParsedPolicy, PolicyNode, PolicyUser};
+use headscale::policy::{run_tests, CompiledPolicy, ParsedPolicy, PolicyNode, PolicyUser, NOT_INTERNET};
 use headscale::tailcfg::FilterRule;
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -127,19 +127,9 @@ const USER_TOKENS: [&str; 7] = [
 
 const GROUPS: [&str; 3] = ["group:admins", "group:dev", "group:empty"];
 
-/// Aliases valid on both sides of a rule, besides the tailnet's own addresses.
-const ALIASES: [&str; 35] = [
-    "*",
-    "alice@example.com",
-    "bob@",
-    "carol@example.com",
-    "dave@example.net",
-    "erin@",
-    "nobody@example.com",
-    "user:*@example.com",
-    "group:admins",
-    "group:dev",
-    "group:empty",
+/// Aliases valid on both sides of a rule besides users, groups, `*` and the tailnet's own
+/// addresses: tags, hosts, prefixes, ranges and node autogroups.
+const OTHER_ALIASES: [&str; 24] = [
     "tag:server",
     "tag:router",
     "tag:exit",
@@ -166,6 +156,11 @@ const ALIASES: [&str; 35] = [
     "autogroup:shared",
 ];
 
+/// Aliases valid on both sides of a rule, besides the tailnet's own addresses.
+fn aliases() -> impl Iterator<Item = &'static str> + Clone {
+    ["*"].into_iter().chain(USER_TOKENS).chain(GROUPS).chain(OTHER_ALIASES)
+}
+
 const PORTS: [&str; 6] = ["*", "22", "80-443", "22,443", "53", "1-65535"];
 
 /// ACL protocols; empty is "not set".
@@ -189,7 +184,7 @@ struct Vocab {
 impl Vocab {
     fn new(nodes: &[PolicyNode]) -> Self {
         let addrs: Vec<String> = nodes.iter().flat_map(|n| n.addrs()).map(|a| a.to_string()).collect();
-        let common = ALIASES.iter().map(ToString::to_string).chain(addrs.iter().cloned());
+        let common = aliases().map(ToString::to_string).chain(addrs.iter().cloned());
         let src = common.clone().chain(["autogroup:danger-all".to_string(), "autogroup:admin".to_string()]).collect();
         let dst = common.chain(["autogroup:self".to_string(), "autogroup:internet".to_string()]).collect();
         Vocab { src, dst, addrs }
@@ -659,18 +654,6 @@ fn spans(text: &str) -> Vec<Span> {
         Err(_) => vec![Span::net(text.parse().unwrap_or_else(|_| panic!("an address, prefix or range: {text}")))],
     }
 }
-
-/// Private, link-local and Tailscale ranges: not the internet an exit node offers.
-const NOT_INTERNET: [&str; 8] = [
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "169.254.0.0/16",
-    "fc00::/7",
-    "fe80::/10",
-    "fd7a:115c:a1e0::/48",
-];
 
 /// Whether a range lies in the internet: public IPv4, or global unicast IPv6 (2000::/3).
 fn in_internet(s: &Span) -> bool {

@@ -43,6 +43,7 @@ pub use attrs::CapMap;
 pub use compiled::CompiledPolicy;
 pub use hujson::HujsonError;
 pub use parse::PolicyError;
+pub use resolve::NOT_INTERNET;
 pub use tailnet::{PolicyNode, PolicyUser};
 pub use tests_eval::run_tests;
 pub use view::{policy_node, ActivePolicy, NodeRules, PolicyView};

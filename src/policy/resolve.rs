@@ -22,7 +22,7 @@ const CHROMEOS: &str = "100.115.92.0/23";
 /// The Tailscale IPv6 range.
 pub const TAILSCALE_ULA: &str = "fd7a:115c:a1e0::/48";
 /// Private, link-local and Tailscale ranges: not "the internet".
-const NOT_INTERNET: [&str; 8] = [
+pub const NOT_INTERNET: [&str; 8] = [
     "10.0.0.0/8",
     "172.16.0.0/12",
     "192.168.0.0/16",
