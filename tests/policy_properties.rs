@@ -670,7 +670,7 @@ fn check_own_destinations(c: &CompiledPolicy, node: &PolicyNode) -> Result<(), T
     let internet = |s: &Span| node.is_exit_node() && in_internet(s);
     for rule in c.filter(node.id) {
         for d in &rule.dst_ports {
-            if d.ip == "*" {
+            if &*d.ip == "*" {
                 continue;
             }
             for s in spans(&d.ip) {

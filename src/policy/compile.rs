@@ -159,8 +159,7 @@ impl Rule {
 }
 
 fn empty_filter_rule(src: &Sources) -> FilterRule {
-    let src_ips = src.ips.iter().map(String::from).collect();
-    FilterRule { src_ips, dst_ports: Vec::new(), ip_proto: Vec::new(), cap_grant: Vec::new() }
+    FilterRule { src_ips: src.ips.clone(), dst_ports: Vec::new(), ip_proto: Vec::new(), cap_grant: Vec::new() }
 }
 
 /// The merge key of a ports rule: rules with equal sources and protocols become one.
@@ -462,7 +461,7 @@ impl RuleSet {
 
     /// An entry as a filter writes it.
     fn dst_port(&self, e: &DstEntry) -> NetPortRange {
-        NetPortRange { ip: String::from(&*self.target(e).ip), ports: e.ports }
+        NetPortRange { ip: self.target(e).ip.clone(), ports: e.ports }
     }
 
     fn entry_reaches_node(&self, t: &Tailnet, i: usize, e: &DstEntry) -> bool {
@@ -712,7 +711,7 @@ mod tests {
         );
         let router = c.filter(ROUTER);
         assert_eq!(router.len(), 2);
-        assert_eq!(router[0].src_ips, ["100.64.0.1", "fd7a:115c:a1e0::1"], "merged into the first rule's place");
+        assert_eq!(*router[0].src_ips, ["100.64.0.1", "fd7a:115c:a1e0::1"], "merged into the first rule's place");
         assert!(c.filter(ALICE).is_empty() && c.filter(BOB).is_empty());
     }
 
@@ -720,7 +719,7 @@ mod tests {
     fn wildcard_sources_are_the_tailscale_ranges_and_every_subnet_route() {
         let c = compile(r#""acls": [{"action": "accept", "src": ["*", "tag:server"], "dst": ["tag:server:22"]}]"#);
         assert_eq!(
-            c.filter(SERVER)[0].src_ips,
+            *c.filter(SERVER)[0].src_ips,
             [
                 "10.33.0.0/16",
                 "100.115.94.0-100.127.255.255",
@@ -746,11 +745,11 @@ mod tests {
         let router = c.filter(ROUTER);
         assert_eq!(router.len(), 1);
         assert_eq!(router[0].dst_ports.len(), 1);
-        assert_eq!(router[0].dst_ports[0].ip, "10.33.1.0/24");
+        assert_eq!(&*router[0].dst_ports[0].ip, "10.33.1.0/24");
         let exit = c.filter(EXIT);
-        assert_eq!(exit[0].dst_ports[0].ip, "8.8.8.0/24");
+        assert_eq!(&*exit[0].dst_ports[0].ip, "8.8.8.0/24");
         assert_eq!(exit[1].dst_ports.len(), 7, "the internet as ranges");
-        assert_eq!(exit[1].dst_ports[0].ip, "0.0.0.0-9.255.255.255");
+        assert_eq!(&*exit[1].dst_ports[0].ip, "0.0.0.0-9.255.255.255");
         assert!(c.filter(SERVER).is_empty());
     }
 
@@ -761,7 +760,7 @@ mod tests {
             json(&c.filter(ALICE)),
             r#"[{"SrcIPs":["100.64.0.1","fd7a:115c:a1e0::1"],"DstPorts":[{"IP":"100.64.0.1","Ports":{"First":0,"Last":65535}},{"IP":"fd7a:115c:a1e0::1","Ports":{"First":0,"Last":65535}}]}]"#
         );
-        assert_eq!(c.filter(BOB)[0].src_ips, ["100.64.0.2", "fd7a:115c:a1e0::2"]);
+        assert_eq!(*c.filter(BOB)[0].src_ips, ["100.64.0.2", "fd7a:115c:a1e0::2"]);
         assert!(c.filter(SERVER).is_empty());
         let admins =
             compile(r#""acls": [{"action": "accept", "src": ["group:admins"], "dst": ["autogroup:self:22"]}]"#);
@@ -793,7 +792,7 @@ mod tests {
         let c = compile(
             r#""grants": [{"src": ["bob@example.org"], "dst": ["10.33.0.0/16"], "ip": ["*"], "via": ["tag:router"]}]"#,
         );
-        assert_eq!(c.filter(ROUTER)[0].src_ips, ["100.64.0.2", "fd7a:115c:a1e0::2"]);
+        assert_eq!(*c.filter(ROUTER)[0].src_ips, ["100.64.0.2", "fd7a:115c:a1e0::2"]);
         assert!(c.filter(BOB).is_empty() && c.filter(SERVER).is_empty(), "via rules exist only on their routers");
     }
 
@@ -802,7 +801,7 @@ mod tests {
         let c = compile(r#""acls": [{"action": "accept", "src": [], "dst": ["tag:server:22"]}], "grants": []"#);
         assert!(c.filter(SERVER).is_empty());
         let open = compile(r#""ssh": []"#);
-        assert_eq!(open.filter(BOB)[0].dst_ports[0].ip, "*");
+        assert_eq!(&*open.filter(BOB)[0].dst_ports[0].ip, "*");
         let closed = compile(r#""acls": []"#);
         assert!(closed.filter(BOB).is_empty());
     }

@@ -74,45 +74,11 @@ pub struct Resolved {
     pub nodes: NodeSet,
 }
 
-/// A list of address texts stored back to back: writing a rule's sources into every node's
-/// filter reads one block of memory, and two lists compare as two blocks.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IpList {
-    text: Box<str>,
-    /// Where each text ends in `text`.
-    ends: Box<[u32]>,
-}
-
-impl IpList {
-    fn new(items: &[Arc<str>]) -> Self {
-        let mut text = String::with_capacity(items.iter().map(|t| t.len()).sum());
-        let mut ends = Vec::with_capacity(items.len());
-        for item in items {
-            text.push_str(item);
-            ends.push(text.len() as u32);
-        }
-        IpList { text: text.into(), ends: ends.into() }
-    }
-
-    /// The texts, in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        (0..self.ends.len()).map(|k| {
-            let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
-            &self.text[start..self.ends[k] as usize]
-        })
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-}
-
 /// A rule's sources, written out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources {
-    /// `SrcIPs`, sorted.
-    pub ips: IpList,
+    /// `SrcIPs`, sorted, as every node's filter rule shares them.
+    pub ips: Arc<[String]>,
     /// A hash of `ips`, to merge rules quickly.
     pub ips_hash: u64,
     /// Every source address (subnet routes included for `*`).
@@ -127,7 +93,7 @@ pub struct Sources {
 
 impl Sources {
     fn new(ips: Vec<Arc<str>>, set: IpSet, nodes: NodeSet, prefixes: Vec<IpNet>, by_nodes: bool) -> Self {
-        let ips = IpList::new(&ips);
+        let ips: Arc<[String]> = ips.iter().map(|t| t.to_string()).collect();
         let mut h = FastHasher::default();
         ips.hash(&mut h);
         Sources { ips, ips_hash: h.finish(), set, nodes, prefixes, by_nodes }
@@ -397,15 +363,6 @@ mod tests {
         );
         let w: Vec<String> = wildcard_atoms().iter().map(ToString::to_string).collect();
         assert_eq!(w, ["100.64.0.0-100.115.91.255", "100.115.94.0-100.127.255.255", "fd7a:115c:a1e0::/48"]);
-    }
-
-    #[test]
-    fn ip_lists_keep_their_texts_in_order() {
-        let list = IpList::new(&[Arc::from("100.64.0.1"), Arc::from("fd7a:115c:a1e0::1"), Arc::from("*")]);
-        assert_eq!(list.iter().collect::<Vec<_>>(), ["100.64.0.1", "fd7a:115c:a1e0::1", "*"]);
-        assert_eq!(list.iter().len(), 3);
-        assert!(!list.is_empty() && IpList::new(&[]).is_empty());
-        assert_ne!(list, IpList::new(&[Arc::from("100.64.0.1fd7a:115c:a1e0::1*")]), "boundaries count");
     }
 
     #[test]

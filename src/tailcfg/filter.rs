@@ -5,6 +5,7 @@
 //! capability without values is written as an empty list.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -33,8 +34,9 @@ impl PortRange {
 /// `a-b` range) and a port range.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct NetPortRange {
+    /// Shared with every other rule that names the same destination.
     #[serde(rename = "IP")]
-    pub ip: String,
+    pub ip: Arc<str>,
     #[serde(rename = "Ports")]
     pub ports: PortRange,
 }
@@ -94,8 +96,10 @@ fn de_cap_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<Va
 /// sources hold on this node. A rule carries `DstPorts` or `CapGrant`, not both.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct FilterRule {
+    /// Shared by every node's copy of the rule, so filters copy cheaply and equal lists
+    /// compare by pointer first.
     #[serde(rename = "SrcIPs")]
-    pub src_ips: Vec<String>,
+    pub src_ips: Arc<[String]>,
     #[serde(rename = "DstPorts", skip_serializing_if = "Vec::is_empty", default)]
     pub dst_ports: Vec<NetPortRange>,
     /// The protocols the rule allows; empty means TCP, UDP, ICMP and ICMPv6.
@@ -109,7 +113,7 @@ impl FilterRule {
     /// The rule that lets every node reach every node on every port.
     pub fn allow_all() -> Self {
         FilterRule {
-            src_ips: vec!["*".into()],
+            src_ips: Arc::from(["*".to_string()]),
             dst_ports: vec![NetPortRange { ip: "*".into(), ports: PortRange::ANY }],
             ip_proto: Vec::new(),
             cap_grant: Vec::new(),
