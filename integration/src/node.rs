@@ -6,10 +6,16 @@
 //! region again once that connection failed (`ts_runtime` `uniderp::start_runner` returns on
 //! the first error), and it has no logout. A [`Node`] therefore watches its device and, when
 //! the device is dead, starts a new one from the same key file, so that the node keeps its
-//! identity across such events; [`Node::restart_if_started_before`] does the same for a DERP
+//! identity across such events; [`Node::restart_after_failure`] does the same for a DERP
 //! failure its owner noticed, and `login KEY` on purpose with a new auth key. Every restart is
 //! counted and reported in the node's status, so a scenario (and its artifacts) show when it
 //! happened.
+//!
+//! A tailscale-rs device does not always stop completely when it is shut down: its DERP and
+//! control tasks can outlive it, and the server then hears the old and the new device (same
+//! node key, different disco keys) in turn. A node whose program can be run again (`tsnode`,
+//! see [`Node::start_replaceable`]) therefore restarts unattended by replacing its whole
+//! process, which ends every task of the old device; in-process nodes replace the device.
 //!
 //! The same [`Node`] runs in-process (the loopback world) and inside each client container
 //! (`tsnode`), where [`Request`] lines arrive on an admin TCP port and each answer is one
@@ -152,15 +158,22 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// Failed checks in a row after which the device counts as dead.
 const DEAD_AFTER: u32 = 3;
 
-/// A running device, the echo tasks bound to it, and when it started.
+/// A running device, the echo tasks bound to it, when it started, and whether it replaced
+/// another device in this process (whose tasks may still be winding down).
 struct Incarnation {
     device: Arc<tailscale::Device>,
     echo: Vec<JoinHandle<()>>,
     born: Instant,
+    successor: bool,
 }
+
+/// Runs the node's program again in place of the current process, with `spec` and the
+/// restart count; returns only if that failed.
+pub type Reexec = Box<dyn Fn(&NodeSpec, u32) -> anyhow::Error + Send + Sync>;
 
 struct Shared {
     spec: Mutex<NodeSpec>,
+    reexec: Option<Reexec>,
     current: watch::Sender<Option<Arc<tailscale::Device>>>,
     restarts: AtomicU32,
     /// Serializes restarts (the supervisor's and `login`'s).
@@ -176,12 +189,23 @@ pub struct Node {
 impl Node {
     /// Starts the device (it registers in the background) and its supervisor.
     pub async fn start(spec: NodeSpec) -> Result<Node> {
+        Self::start_with(spec, 0, None).await
+    }
+
+    /// Like [`Node::start`] for a program that `reexec` can run again: unattended restarts
+    /// replace the process. `restarts` is the count the previous process reached.
+    pub async fn start_replaceable(spec: NodeSpec, restarts: u32, reexec: Reexec) -> Result<Node> {
+        Self::start_with(spec, restarts, Some(reexec)).await
+    }
+
+    async fn start_with(spec: NodeSpec, restarts: u32, reexec: Option<Reexec>) -> Result<Node> {
         let incarnation = incarnate(&spec).await?;
         let (current, _) = watch::channel(Some(incarnation.device.clone()));
         let shared = Arc::new(Shared {
             spec: Mutex::new(spec),
+            reexec,
             current,
-            restarts: AtomicU32::new(0),
+            restarts: AtomicU32::new(restarts),
             restart_lock: tokio::sync::Mutex::new(Some(incarnation)),
         });
         let supervisor = tokio::spawn(supervise(shared.clone()));
@@ -202,16 +226,17 @@ impl Node {
             Request::Udp(addr) => serde_json::to_value(self.udp(*addr).await?)?,
             Request::Login(key) => {
                 self.shared.spec.lock().expect("spec lock").authkey = Some(key.clone());
-                restart(&self.shared, "login with a new auth key", None).await?;
+                restart(&self.shared, "login with a new auth key", None, false).await?;
                 serde_json::to_value(self.status().await?)?
             }
         })
     }
 
-    /// Starts the device again, keeping its keys, if it was started before `seen` — for a
-    /// failure seen at `seen` that tailscale-rs does not recover from by itself.
-    pub async fn restart_if_started_before(&self, seen: Instant, why: &str) -> Result<()> {
-        restart(&self.shared, why, Some(seen)).await
+    /// Starts the device again, keeping its keys, after a failure seen at `seen` that
+    /// tailscale-rs does not recover from by itself — unless the failure may be that of the
+    /// device it replaced in this process: one seen within `grace` of its start.
+    pub async fn restart_after_failure(&self, seen: Instant, grace: Duration, why: &str) -> Result<()> {
+        restart(&self.shared, why, Some((seen, grace)), true).await
     }
 
     /// Stops the supervisor and shuts the device down.
@@ -333,7 +358,7 @@ async fn incarnate(spec: &NodeSpec) -> Result<Incarnation> {
         // A second TCP port, so that a policy can allow one port and refuse the other.
         tokio::spawn(echo_tcp(device.clone(), spec.echo_port + 1)),
     ];
-    Ok(Incarnation { device, echo, born: Instant::now() })
+    Ok(Incarnation { device, echo, born: Instant::now(), successor: false })
 }
 
 /// Stops an incarnation's echo tasks and shuts its device down.
@@ -359,19 +384,26 @@ async fn retire(old: Incarnation) {
     tracing::warn!("the old device is still in use; dropping it without a shutdown");
 }
 
-/// Replaces the device with a new one from the same key file, retrying until one starts.
-/// With `started_before`, only a device started before then is replaced (a failure seen then
-/// may come from a device already replaced).
-async fn restart(shared: &Shared, why: &str, started_before: Option<Instant>) -> Result<()> {
+/// Replaces the device with a new one from the same key file, retrying until one starts;
+/// an `unattended` restart of a replaceable node replaces the process instead. With a failure
+/// `(seen, grace)`, a device that replaced another in this process less than `grace` before
+/// `seen` is kept: the failure may be its predecessor's.
+async fn restart(shared: &Shared, why: &str, failure: Option<(Instant, Duration)>, unattended: bool) -> Result<()> {
     let mut slot = shared.restart_lock.lock().await;
     let Some(old) = slot.take() else { bail!("the node is shut down") };
-    if started_before.is_some_and(|t| old.born >= t) {
+    if failure.is_some_and(|(seen, grace)| old.successor && seen < old.born + grace) {
         *slot = Some(old);
         return Ok(());
     }
+    let n = shared.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(reexec) = shared.reexec.as_ref().filter(|_| unattended) {
+        tracing::warn!(restart = n, reason = why, "running the program again");
+        let spec = shared.spec.lock().expect("spec lock").clone();
+        let failed = reexec(&spec, n);
+        tracing::warn!(error = %format!("{failed:#}"), "cannot run the program again; starting the device in this process");
+    }
     shared.current.send_replace(None);
     retire(old).await;
-    let n = shared.restarts.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::warn!(restart = n, reason = why, "starting the device again");
     let mut attempt = 0u32;
     loop {
@@ -379,7 +411,7 @@ async fn restart(shared: &Shared, why: &str, started_before: Option<Instant>) ->
         match incarnate(&spec).await {
             Ok(inc) => {
                 shared.current.send_replace(Some(inc.device.clone()));
-                *slot = Some(inc);
+                *slot = Some(Incarnation { successor: true, ..inc });
                 tracing::info!(restart = n, "the device is running again");
                 return Ok(());
             }
@@ -406,7 +438,7 @@ async fn supervise(shared: Arc<Shared>) {
         drop(dev);
         if failures >= DEAD_AFTER {
             failures = 0;
-            let _ = restart(&shared, "the device stopped (control unreachable too often)", None).await;
+            let _ = restart(&shared, "the device stopped (control unreachable too often)", None, true).await;
         }
     }
 }

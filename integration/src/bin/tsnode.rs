@@ -6,19 +6,27 @@
 //! when a command fails). It prints `tsnode ready` once the admin port listens, and shuts the
 //! device down on SIGTERM or Ctrl-C.
 //!
+//! When the device has to start again unattended, tsnode runs itself again in its own place
+//! (`exec`, same process id), so no task of the old device survives; the admin port stays
+//! open across (its descriptor is inherited, named by `TSNODE_ADMIN_FD`), commands wait in its
+//! backlog meanwhile, and the restart count carries over in `TSNODE_RESTARTS`.
+//!
 //! tailscale-rs reports a DERP region it stopped serving only in its log (an error event of
 //! `ts_runtime::multiderp::uniderp`); tsnode watches for that event and starts the device
 //! again, as a client that re-dials DERP would recover. The event names no device, so one seen
-//! just after a restart is blamed on the device that was replaced (see `DERP_GRACE`).
+//! just after a device replaced another in this process (`login`) is blamed on the one replaced
+//! (see `DERP_GRACE`); after an unattended restart the process is new and no such doubt exists.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use integration::node::{Node, NodeSpec, Request};
+use integration::node::{Node, NodeSpec, Reexec, Request};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -31,8 +39,13 @@ use tracing_subscriber::{filter, Layer};
 
 /// Where tailscale-rs logs that a DERP region's connection failed for good.
 const DERP_TARGET: &str = "ts_runtime::multiderp::uniderp";
-/// How long after a device starts a DERP failure is still blamed on the device it replaced.
+/// How long after a device replaced another in this process a DERP failure is still blamed on
+/// the one replaced.
 const DERP_GRACE: Duration = Duration::from_secs(5);
+/// The admin listener's descriptor, inherited by a tsnode that replaced its predecessor.
+const ADMIN_FD_VAR: &str = "TSNODE_ADMIN_FD";
+/// How many times the node restarted before this process.
+const RESTARTS_VAR: &str = "TSNODE_RESTARTS";
 
 /// Passes on the time of each "running derp client" error event.
 struct DerpGaveUp(mpsc::UnboundedSender<Instant>);
@@ -100,31 +113,39 @@ async fn main() -> Result<()> {
     if let Some(dir) = args.state.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let node = Arc::new(
-        Node::start(NodeSpec {
-            control_url: args.control_url,
-            hostname: args.hostname,
-            authkey: args.authkey,
-            key_file: args.state,
-            ephemeral: args.ephemeral,
-            echo_port: args.echo_port,
-        })
-        .await?,
-    );
+    let inherited = std::env::var(ADMIN_FD_VAR).ok().and_then(|fd| fd.parse::<RawFd>().ok());
+    let restarts = std::env::var(RESTARTS_VAR).ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let admin_fd = Arc::new(OnceLock::new());
+    let spec = NodeSpec {
+        control_url: args.control_url,
+        hostname: args.hostname,
+        authkey: args.authkey,
+        key_file: args.state,
+        ephemeral: args.ephemeral,
+        echo_port: args.echo_port,
+    };
+    let node = Arc::new(start_node(spec, restarts, admin_fd.clone()).await);
     let watched = node.clone();
     tokio::spawn(async move {
         while let Some(seen) = derp_failures.recv().await {
             // A device that did not shut down completely keeps its DERP connection until its
-            // successor (same node key) displaces it, and then logs the failure: a failure seen
-            // within DERP_GRACE of a device's start is taken to be its predecessor's.
-            let Some(before) = seen.checked_sub(DERP_GRACE) else { continue };
+            // successor (same node key) displaces it, and then logs the failure.
             let why = "tailscale-rs stopped serving a DERP region after its connection failed";
-            if let Err(e) = watched.restart_if_started_before(before, why).await {
+            if let Err(e) = watched.restart_after_failure(seen, DERP_GRACE, why).await {
                 tracing::warn!(error = %format!("{e:#}"), "cannot start the device again");
             }
         }
     });
-    let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding the admin port {}", args.admin))?;
+    let admin = match inherited {
+        // SAFETY: the descriptor is the listener the previous process kept open for this one.
+        Some(fd) => {
+            let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            listener.set_nonblocking(true)?;
+            TcpListener::from_std(listener).context("taking over the admin port")?
+        }
+        None => TcpListener::bind(args.admin).await.with_context(|| format!("binding the admin port {}", args.admin))?,
+    };
+    let _ = admin_fd.set(admin.as_raw_fd());
     println!("tsnode ready");
     let mut term = signal(SignalKind::terminate())?;
     loop {
@@ -137,6 +158,61 @@ async fn main() -> Result<()> {
     }
     node.shutdown().await;
     Ok(())
+}
+
+/// Starts the node, retrying every second until its device starts (the server may be away).
+async fn start_node(spec: NodeSpec, restarts: u32, admin_fd: Arc<OnceLock<RawFd>>) -> Node {
+    loop {
+        match Node::start_replaceable(spec.clone(), restarts, reexec(admin_fd.clone())).await {
+            Ok(node) => return node,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the device did not start; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Runs this program again in place of the current process, handing over the admin listener
+/// and the node's current auth key and restart count.
+fn reexec(admin_fd: Arc<OnceLock<RawFd>>) -> Reexec {
+    Box::new(move |spec: &NodeSpec, restarts: u32| {
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => return anyhow::Error::from(e).context("finding the tsnode program"),
+        };
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(without_authkey(std::env::args_os().skip(1))).env(RESTARTS_VAR, restarts.to_string());
+        match &spec.authkey {
+            Some(key) => cmd.env("TS_AUTH_KEY", key),
+            None => cmd.env_remove("TS_AUTH_KEY"),
+        };
+        if let Some(&fd) = admin_fd.get() {
+            // SAFETY: clears close-on-exec on a descriptor this process owns.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                return anyhow::Error::from(std::io::Error::last_os_error()).context("keeping the admin port open");
+            }
+            cmd.env(ADMIN_FD_VAR, fd.to_string());
+        }
+        anyhow::Error::from(cmd.exec()).context("running tsnode again")
+    })
+}
+
+/// The arguments without `--authkey KEY` or `--authkey=KEY`: the key goes in `TS_AUTH_KEY`.
+fn without_authkey(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for a in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        match a.to_str() {
+            Some("--authkey") => skip_value = true,
+            Some(s) if s.starts_with("--authkey=") => {}
+            _ => out.push(a),
+        }
+    }
+    out
 }
 
 /// Answers the commands of one admin connection, one JSON line each.
@@ -152,5 +228,17 @@ async fn serve_admin(node: Arc<Node>, sock: tokio::net::TcpStream) {
         if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_authkey;
+
+    #[test]
+    fn the_auth_key_leaves_the_arguments_in_both_forms() {
+        let args = ["--hostname", "a", "--authkey", "k1", "--ephemeral", "--authkey=k2", "--echo-port", "7000"];
+        let kept = without_authkey(args.iter().map(Into::into));
+        assert_eq!(kept, ["--hostname", "a", "--ephemeral", "--echo-port", "7000"].map(std::ffi::OsString::from));
     }
 }
