@@ -3,10 +3,11 @@
 //! router of each subnet route; and each node's rules (peers, packet filter, SSH policy,
 //! capabilities), derived on first use and shared by every session until the view changes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
+use roaring::RoaringTreemap;
 
 use super::attrs::CapMap;
 use super::compiled::CompiledPolicy;
@@ -18,8 +19,9 @@ use crate::tailcfg::{FilterRule, SshPolicy};
 /// What a node may do and see under the policy.
 #[derive(Debug, PartialEq)]
 pub struct NodeRules {
-    /// The nodes in its peer list; `None` is every node.
-    peers: Option<HashSet<NodeId>>,
+    /// The nodes in its peer list (a compressed bitmap: node ids are dense, and every node's
+    /// list is held at once); `None` is every node.
+    peers: Option<RoaringTreemap>,
     /// Its packet filter: what it accepts from whom.
     pub filter: Arc<Vec<FilterRule>>,
     /// Its SSH policy, if any rule concerns it.
@@ -31,7 +33,7 @@ pub struct NodeRules {
 impl NodeRules {
     /// Whether `peer` is in the node's peer list.
     pub fn sees(&self, peer: NodeId) -> bool {
-        self.peers.as_ref().is_none_or(|p| p.contains(&peer))
+        self.peers.as_ref().is_none_or(|p| p.contains(peer))
     }
 }
 

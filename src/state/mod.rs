@@ -105,6 +105,8 @@ pub struct State {
     changes: broadcast::Sender<Arc<ChangeSet>>,
     pending: PendingRegistrations,
     runtime: runtime::RuntimeQueue,
+    /// Woken when added nodes make the compiled policy stale (`catch_up_policy`).
+    policy_stale: Arc<tokio::sync::Notify>,
 }
 
 /// How many published change sets a slow session may fall behind before it re-syncs.
@@ -137,8 +139,10 @@ impl State {
             changes,
             pending: PendingRegistrations::new(Duration::from_secs(15 * 60), 1024),
             runtime: Default::default(),
+            policy_stale: Default::default(),
         });
         state.spawn_reported_writer();
+        tokio::spawn(state.clone().catch_up_policy());
         state.schedule_ephemeral_cleanup_for_all().await;
         Ok(state)
     }
@@ -177,6 +181,9 @@ impl State {
         next.version += 1;
         edit(&mut next);
         rules::refresh(&prev, &mut next, &mut changes);
+        if next.policy_stale && !prev.policy_stale {
+            self.policy_stale.notify_one();
+        }
         let version = next.version;
         self.snapshot.store(Arc::new(next));
         if !changes.is_empty() {

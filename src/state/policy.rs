@@ -140,6 +140,42 @@ impl State {
             .map(|id| Change::Node { id, patch: None })
             .collect();
         changes.push(Change::Rules);
-        self.publish(|s| s.policy = next, changes);
+        self.publish(
+            |s| {
+                s.policy = next;
+                s.policy_stale = false;
+            },
+            changes,
+        );
+    }
+
+    /// Compiles the policy for the nodes added since it was last compiled (see
+    /// `rules::refresh`), once per burst: waits `POLICY_COALESCE` after the first addition,
+    /// then compiles under the writer lock and approves the new nodes' routes the policy's
+    /// `autoApprovers` allow. Runs until the state is dropped.
+    pub async fn catch_up_policy(self: Arc<Self>) {
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        loop {
+            let Some(state) = weak.upgrade() else { return };
+            let stale = state.policy_stale.clone();
+            drop(state);
+            stale.notified().await;
+            tokio::time::sleep(POLICY_COALESCE).await;
+            let Some(state) = weak.upgrade() else { return };
+            let _w = state.writer.lock().await;
+            // Another change may have compiled meanwhile; the new nodes' routes still need
+            // the approvals the stale policy could not give.
+            if state.snapshot().policy_stale {
+                state.publish(|s| s.policy_stale = false, Vec::new());
+            }
+            if let Err(e) = state.auto_approve_all().await {
+                tracing::error!(error = %e, "cannot store the routes the policy approves for new nodes");
+            }
+        }
     }
 }
+
+/// How long the policy may lag behind added nodes, so that a burst of registrations is
+/// compiled once.
+const POLICY_COALESCE: Duration = Duration::from_millis(50);

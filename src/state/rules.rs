@@ -1,8 +1,12 @@
 //! Keeping the snapshot's policy view current. Every publish checks what its changes touch:
 //! the primary router of each subnet route (kept while it stays online and keeps the route,
 //! else the online router with the lowest id), and the compiled policy (compiled again when a
-//! node the policy sees was added, removed or changed its addresses, owner, tags or routes).
-//! Replacing the policy itself is `State::replace_policy`.
+//! node the policy sees was removed or changed its addresses, owner, tags or routes).
+//! Additions are coalesced: a registration storm would otherwise compile the whole tailnet
+//! once per new node and make every session re-derive its rules each time. A publish that
+//! only adds nodes marks the policy stale instead (the new nodes see nothing and nobody sees
+//! them), and `State::catch_up_policy` compiles once for the whole burst shortly after.
+//! Replacing the policy itself is `State::install_policy`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -63,8 +67,18 @@ pub(super) fn refresh(prev: &Snapshot, next: &mut Snapshot, changes: &mut Vec<Ch
         .collect();
     let routers_touched = everything || touched.iter().any(|&id| is_router(prev, id) || is_router(next, id));
     let primaries = if routers_touched { elect(next, view.primaries()) } else { view.primaries().clone() };
-    let recompile = view.policy().is_some()
-        && (everything || touched.iter().any(|&id| prev.policy_node(id) != next.policy_node(id)));
+    let changed: Vec<NodeId> =
+        touched.iter().copied().filter(|&id| prev.policy_node(id) != next.policy_node(id)).collect();
+    // The coalesced compile clears the mark on an unchanged view to ask for its compile.
+    let catch_up = prev.policy_stale && !next.policy_stale && Arc::ptr_eq(&prev.policy, &next.policy);
+    let only_added = !changed.is_empty() && changed.iter().all(|&id| prev.node(id).is_none());
+    let defer = view.policy().is_some() && !everything && !catch_up && only_added;
+    let recompile = view.policy().is_some() && (everything || catch_up || (!changed.is_empty() && !defer));
+    if recompile {
+        next.policy_stale = false;
+    } else if defer {
+        next.policy_stale = true;
+    }
     if primaries == *view.primaries() && !recompile {
         return;
     }

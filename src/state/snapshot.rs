@@ -55,6 +55,9 @@ pub struct Snapshot {
     pub by_machine_key: imbl::HashMap<MachineKey, NodeId>,
     /// The policy's answers for these nodes.
     pub policy: Arc<PolicyView>,
+    /// Nodes were added since the policy was last compiled: until the coalesced compile
+    /// catches up, the policy gives them no peers and no access, and nobody sees them.
+    pub policy_stale: bool,
 }
 
 impl Snapshot {

@@ -221,9 +221,13 @@ async fn the_policy_file_covers_new_nodes_and_a_refused_reload_keeps_it() {
     let a = authorized(s.register(MachineKey([1; 32]), req(1, &key(&s, ann.id, false, false).await)).await);
     let mut changes = s.subscribe();
     let b = authorized(s.register(MachineKey([2; 32]), req(2, &key(&s, bob.id, false, false).await)).await);
-    let published = changes.recv().await.unwrap();
-    assert!(published.changes.iter().any(|c| matches!(c, Change::Rules)), "a new node recompiles the policy");
+    let added = changes.recv().await.unwrap();
+    assert!(!added.changes.iter().any(|c| matches!(c, Change::Rules)), "an addition alone does not compile");
+    assert!(s.snapshot().policy_stale && !s.snapshot().policy.rules(a.node.id).sees(b.node.id), "nobody sees it yet");
+    let caught_up = tokio::time::timeout(Duration::from_secs(2), changes.recv()).await.unwrap().unwrap();
+    assert!(caught_up.changes.iter().any(|c| matches!(c, Change::Rules)), "the coalesced compile follows");
     let snap = s.snapshot();
+    assert!(!snap.policy_stale);
     let a_ip = a.node.ipv4.unwrap().to_string();
     let bob_filter = serde_json::to_string(&snap.policy.rules(b.node.id).filter).unwrap();
     assert!(bob_filter.contains(&a_ip), "bob accepts ann's node: {bob_filter}");
@@ -283,6 +287,13 @@ async fn the_primary_router_fails_over_and_auto_approvers_approve(db: Db) {
     let wanted: Vec<ipnet::IpNet> = vec!["10.2.0.0/16".parse().unwrap(), "10.3.0.0/16".parse().unwrap()];
     let hostinfo = Hostinfo { hostname: "host-1".into(), routable_ips: wanted.clone(), ..Default::default() };
     s.apply_map_request(id, &MapRequest { hostinfo: Some(hostinfo), ..Default::default() }).await.unwrap();
+    // A node this new is ahead of the policy's coalesced compile, which approves it then.
+    for _ in 0..200 {
+        if !s.snapshot().node(id).unwrap().node.approved_routes.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(s.snapshot().node(id).unwrap().node.approved_routes, vec![wanted[0]], "only the covered route");
     assert_eq!(s.db.nodes().unwrap()[0].approved_routes, vec![wanted[0]], "and it is stored");
 }

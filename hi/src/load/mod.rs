@@ -23,7 +23,7 @@ mod tests;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use async_trait::async_trait;
 use url::Url;
 
@@ -73,6 +73,10 @@ pub struct LoadArgs {
     /// How long any one phase may take, in seconds, before the run fails.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// A policy file for the server (`policy.path`). It must let every node see every other,
+    /// since every client's map is checked to hold all peers.
+    #[arg(long)]
+    policy: Option<std::path::PathBuf>,
 }
 
 impl LoadArgs {
@@ -112,7 +116,11 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
         true => Some(Cluster::start().await?),
         false => None,
     };
-    let env = cluster.as_ref().map(Cluster::server_env).unwrap_or_default();
+    let mut env = cluster.as_ref().map(Cluster::server_env).unwrap_or_default();
+    if let Some(policy) = &args.policy {
+        let path = std::fs::canonicalize(policy).with_context(|| format!("the policy file {}", policy.display()))?;
+        env.push(("HEADSCALE_POLICY_PATH".into(), path.display().to_string()));
+    }
     let database = if args.postgres { "PostgreSQL" } else { "SQLite" };
     let outcome = match ServerProcess::start(&bins.headscale, env).await {
         Ok(server) => drive(server, database, &plan).await,
