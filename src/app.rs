@@ -134,6 +134,8 @@ pub struct Running {
     pub stun_addr: Option<SocketAddr>,
     /// The remote gRPC listener's address, when `grpc_listen_addr` is set.
     pub grpc_addr: Option<SocketAddr>,
+    /// The metrics listener's address, when `metrics_listen_addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub derp: Option<Arc<DerpServer>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -169,6 +171,10 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
     let tls = crate::tls::server_config(&config, &[b"h2", b"http/1.1"])?.map(TlsAcceptor::from);
     let listener = bind_tcp("listen_addr", &config.listen_addr).await?;
     let grpc_listener = crate::grpc::bind_tcp(&config).await?;
+    let metrics_listener = match config.metrics_listen_addr.as_str() {
+        "" => None,
+        addr => Some(bind_tcp("metrics_listen_addr", addr).await?),
+    };
     let grpc_addr = grpc_listener.as_ref().and_then(|l| l.local_addr().ok());
     let listen_addr = listener.local_addr().map_err(|source| AppError::Bind {
         what: "listen_addr",
@@ -239,6 +245,11 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
     let router = Arc::new(Router { control, derp: derp_server.clone() });
     tasks.push(tokio::spawn(serve_http(listener, tls, router, stopped())));
     tasks.push(tokio::spawn(expiry_ticker(state.clone(), stopped())));
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = metrics_listener {
+        tracing::info!(addr = ?metrics_addr, "serving metrics at /metrics");
+        tasks.push(tokio::spawn(crate::metrics::serve(l, state.clone(), stopped())));
+    }
     tasks.push(tokio::spawn(state.clone().watch_policy_file(stopped())));
     let socket_state = state.clone();
     let socket = config.unix_socket.clone();
@@ -254,7 +265,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         tasks.push(tokio::spawn(crate::grpc::serve_tcp(l, tls, state.clone(), stopped())));
     }
     tracing::info!(%listen_addr, derp_tls = ?derp_tls_addr, stun = ?stun_addr, socket = %config.unix_socket.display(), "headscale is serving");
-    Ok(Running { state, listen_addr, derp_tls_addr, stun_addr, grpc_addr, derp: derp_server, shutdown, tasks })
+    Ok(Running { state, listen_addr, derp_tls_addr, stun_addr, grpc_addr, metrics_addr, derp: derp_server, shutdown, tasks })
 }
 
 /// With `listen_addr` on port 0, the server URL names the port actually bound.

@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod http;
 pub mod ipam;
 pub mod mapper;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod noise;

@@ -91,7 +91,7 @@ async fn client_statuses(world: &DockerWorld, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `/health` and `/version` of the main listener, and `/metrics` wherever it is served.
+/// `/health` and `/version` of the main listener, and `/metrics` of the metrics listener.
 async fn pages(world: &DockerWorld, dir: &Path) -> Result<()> {
     let main = SocketAddr::from((world.server_ip, CONTROL_PORT));
     let metrics = SocketAddr::from((world.server_ip, METRICS_PORT));
@@ -100,7 +100,6 @@ async fn pages(world: &DockerWorld, dir: &Path) -> Result<()> {
         (main, "/health", "health.txt"),
         (main, "/version", "version.txt"),
         (metrics, "/metrics", "metrics.txt"),
-        (main, "/metrics", "metrics-main-listener.txt"),
     ] {
         match http_get(addr, path).await {
             Ok((200, body)) => write(dir, file, body)?,

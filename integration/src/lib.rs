@@ -215,6 +215,7 @@ pub fn test_config(dir: &Path, listen: &str, derp_tls: &str, opts: &Options) -> 
     c.listen_addr = listen.to_string();
     c.derp.server.tls_listen_addr = derp_tls.to_string();
     c.derp.server.stun_listen_addr = "127.0.0.1:0".into();
+    c.metrics_listen_addr = "127.0.0.1:0".into();
     c.node.ephemeral.inactivity_timeout = opts.ephemeral_timeout;
     if let Some(postgres) = &opts.postgres {
         c.database.kind = "postgres".into();

@@ -19,6 +19,7 @@ use tokio_stream::StreamExt;
 use super::Control;
 use crate::http::{empty, text, Body};
 use crate::mapper::{full_map, SessionView};
+use crate::metrics::{self, MapKind};
 use crate::model::NodeId;
 use crate::state::State;
 use crate::tailcfg::{MachineKey, MapRequest, MapResponse};
@@ -67,7 +68,7 @@ pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -
     let first = full_map(&snap, &me, &ctrl.map, now);
     let view = SessionView::new(id, &snap, &first, now);
     let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
-    if tx.send(encode(id, &first, zstd)).await.is_err() {
+    if tx.send(counted(MapKind::Full, encode(id, &first, zstd))).await.is_err() {
         return empty(StatusCode::OK);
     }
     if let Err(e) = ctrl.state.connect(id).await {
@@ -100,6 +101,12 @@ pub fn encode(node: NodeId, resp: &MapResponse, zstd: bool) -> Bytes {
     Bytes::from(out)
 }
 
+/// Counts a framed map message in the metrics.
+fn counted(kind: MapKind, frame: Bytes) -> Bytes {
+    metrics::map_sent(kind, frame.len());
+    frame
+}
+
 /// Marks the node offline when the session ends, however it ends.
 struct Online {
     state: Arc<State>,
@@ -128,7 +135,8 @@ async fn run_session(
         tokio::select! {
             _ = tx.closed() => break,
             _ = keepalive.tick() => {
-                if tx.send(encode(id, &MapResponse { keep_alive: true, ..Default::default() }, zstd)).await.is_err() {
+                let keepalive = encode(id, &MapResponse { keep_alive: true, ..Default::default() }, zstd);
+                if tx.send(counted(MapKind::KeepAlive, keepalive)).await.is_err() {
                     break;
                 }
                 continue;
@@ -163,12 +171,13 @@ async fn run_session(
             }
             Some(delta) if delta.is_empty() => {}
             Some(delta) => {
-                if tx.send(encode(id, &delta, zstd)).await.is_err() {
+                if tx.send(counted(MapKind::Delta, encode(id, &delta, zstd))).await.is_err() {
                     break;
                 }
             }
         }
     }
+    metrics::session_ended();
     tracing::debug!(node = id, "map session ended");
 }
 

@@ -5,6 +5,7 @@ use http::{Response, StatusCode};
 use super::Control;
 use crate::http::{json, text, Body};
 use crate::mapper::TAGGED_DEVICES_USER_ID;
+use crate::metrics::{self, Registration};
 use crate::state::{NodeEntry, RegisterError, RegisterOutcome};
 use crate::tailcfg::{MachineKey, RegisterLogin, RegisterRequest, RegisterResponse, RegisterUser};
 
@@ -15,7 +16,15 @@ pub async fn handle(ctrl: &Control, machine_key: MachineKey, body: &[u8]) -> Res
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid RegisterRequest: {e}")),
     };
     let node_key = req.node_key;
-    match ctrl.state.register(machine_key, req).await {
+    let outcome = ctrl.state.register(machine_key, req).await;
+    metrics::registered(match &outcome {
+        Ok(RegisterOutcome::Authorized(_)) => Registration::Authorized,
+        Ok(RegisterOutcome::NeedsAuth(_)) => Registration::NeedsAuth,
+        Ok(RegisterOutcome::LoggedOut(_)) => Registration::LoggedOut,
+        Err(RegisterError::Internal(_)) => Registration::Failed,
+        Err(_) => Registration::Refused,
+    });
+    match outcome {
         Ok(RegisterOutcome::Authorized(entry)) => {
             tracing::info!(node = entry.node.id, name = %entry.node.given_name, "node registered");
             json(StatusCode::OK, &response_for(ctrl, &entry, true))

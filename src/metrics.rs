@@ -1,0 +1,219 @@
+//! Prometheus metrics on their own listener (`metrics_listen_addr`, `GET /metrics`): counters
+//! the server keeps as it works (map messages by kind and their bytes, ended map sessions,
+//! registrations by outcome, policy compiles) and gauges read from the snapshot when the
+//! page is asked for. Like Headscale's debug listener, it answers loopback, private and
+//! Tailscale addresses only.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::http::{text, Body};
+use crate::state::{Snapshot, State};
+
+/// The kinds of map message a session sends.
+#[derive(Debug, Clone, Copy)]
+pub enum MapKind {
+    Full,
+    Delta,
+    KeepAlive,
+}
+
+/// How a registration request ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Registration {
+    Authorized,
+    NeedsAuth,
+    LoggedOut,
+    Refused,
+    Failed,
+}
+
+/// The process's counters.
+struct Counters {
+    map_full: AtomicU64,
+    map_delta: AtomicU64,
+    map_keepalive: AtomicU64,
+    map_bytes: AtomicU64,
+    sessions_ended: AtomicU64,
+    registrations: [AtomicU64; 5],
+    policy_compiles: AtomicU64,
+}
+
+static COUNTERS: Counters = Counters {
+    map_full: AtomicU64::new(0),
+    map_delta: AtomicU64::new(0),
+    map_keepalive: AtomicU64::new(0),
+    map_bytes: AtomicU64::new(0),
+    sessions_ended: AtomicU64::new(0),
+    registrations: [const { AtomicU64::new(0) }; 5],
+    policy_compiles: AtomicU64::new(0),
+};
+
+const REGISTRATION_OUTCOMES: [(Registration, &str); 5] = [
+    (Registration::Authorized, "authorized"),
+    (Registration::NeedsAuth, "needs_auth"),
+    (Registration::LoggedOut, "logged_out"),
+    (Registration::Refused, "refused"),
+    (Registration::Failed, "failed"),
+];
+
+/// Counts a map message of `bytes` bytes (as framed on the wire).
+pub fn map_sent(kind: MapKind, bytes: usize) {
+    let counter = match kind {
+        MapKind::Full => &COUNTERS.map_full,
+        MapKind::Delta => &COUNTERS.map_delta,
+        MapKind::KeepAlive => &COUNTERS.map_keepalive,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    COUNTERS.map_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+/// Counts a map session that ended.
+pub fn session_ended() {
+    COUNTERS.sessions_ended.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts a registration request by outcome.
+pub fn registered(outcome: Registration) {
+    COUNTERS.registrations[outcome as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts a compile of the policy for the tailnet.
+pub fn policy_compiled() {
+    COUNTERS.policy_compiles.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The metrics page in Prometheus's text format.
+pub fn render(snap: &Snapshot) -> String {
+    let c = &COUNTERS;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    metric(
+        "headscale_mapresponse_sent_total",
+        "counter",
+        "Map messages sent to nodes, by kind.",
+        &[
+            ("{type=\"full\"}", get(&c.map_full)),
+            ("{type=\"delta\"}", get(&c.map_delta)),
+            ("{type=\"keepalive\"}", get(&c.map_keepalive)),
+        ],
+    );
+    metric("headscale_mapresponse_sent_bytes_total", "counter", "Bytes of map messages sent, as framed.", &[("", get(&c.map_bytes))]);
+    metric("headscale_mapresponse_ended_total", "counter", "Map sessions that ended.", &[("", get(&c.sessions_ended))]);
+    let outcomes: Vec<(String, u64)> = REGISTRATION_OUTCOMES
+        .iter()
+        .map(|(o, label)| (format!("{{outcome=\"{label}\"}}"), get(&c.registrations[*o as usize])))
+        .collect();
+    let outcomes: Vec<(&str, u64)> = outcomes.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric("headscale_registrations_total", "counter", "Registration requests, by outcome.", &outcomes);
+    metric("headscale_policy_compiles_total", "counter", "Compiles of the policy for the whole tailnet.", &[("", get(&c.policy_compiles))]);
+    let online = snap.nodes.values().filter(|e| e.online).count() as u64;
+    metric("headscale_nodestore_nodes", "gauge", "Nodes in the tailnet.", &[("", snap.nodes.len() as u64)]);
+    metric("headscale_nodes_online", "gauge", "Nodes with an open map session.", &[("", online)]);
+    metric("headscale_users", "gauge", "Users.", &[("", snap.users.len() as u64)]);
+    metric("headscale_nodestore_snapshot_version", "gauge", "Version of the tailnet snapshot.", &[("", snap.version)]);
+    out
+}
+
+/// Whether `ip` may read the metrics: loopback, private (RFC 1918, RFC 4193), link-local, or
+/// a Tailscale address.
+fn allowed(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => allowed(IpAddr::V4(v4)),
+            None => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80,
+        },
+    }
+}
+
+/// Answers one request on the metrics listener.
+fn answer(state: &State, peer: SocketAddr, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+    if !allowed(peer.ip()) {
+        return text(StatusCode::FORBIDDEN, "metrics are served to loopback, private and Tailscale addresses only");
+    }
+    if req.method() != http::Method::GET || req.uri().path() != "/metrics" {
+        return text(StatusCode::NOT_FOUND, "not found; the metrics are at GET /metrics");
+    }
+    let mut resp = text(StatusCode::OK, &render(&state.snapshot()));
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
+}
+
+/// Serves the metrics listener until `stopped`.
+pub async fn serve(listener: TcpListener, state: Arc<State>, stopped: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stopped);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut stopped => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let resp = answer(&state, peer, &req);
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(tcp), service).await {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_private_and_tailscale_addresses_are_answered() {
+        for ok in ["127.0.0.1", "10.1.2.3", "172.20.0.2", "192.168.1.1", "100.64.0.7", "::1", "fd7a:115c:a1e0::1", "::ffff:10.0.0.1"] {
+            assert!(allowed(ok.parse().unwrap()), "{ok}");
+        }
+        for no in ["8.8.8.8", "100.128.0.1", "2001:db8::1", "::ffff:1.1.1.1"] {
+            assert!(!allowed(no.parse().unwrap()), "{no}");
+        }
+    }
+
+    #[test]
+    fn the_page_counts_what_happened_and_what_is() {
+        map_sent(MapKind::Full, 100);
+        registered(Registration::Refused);
+        let page = render(&crate::testing::tailnet());
+        assert!(page.contains("# TYPE headscale_mapresponse_sent_total counter"), "{page}");
+        let full: u64 = page
+            .lines()
+            .find_map(|l| l.strip_prefix("headscale_mapresponse_sent_total{type=\"full\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(full >= 1);
+        assert!(page.contains("headscale_registrations_total{outcome=\"refused\"} "), "{page}");
+        let nodes = crate::testing::tailnet().nodes.len();
+        assert!(page.contains(&format!("headscale_nodestore_nodes {nodes}\n")), "{page}");
+    }
+}
