@@ -342,6 +342,28 @@ fn dns_config(config: &Config) -> Option<Arc<DnsConfig>> {
     (cfg != DnsConfig::default()).then(|| Arc::new(cfg))
 }
 
+/// Accepts connections on `listener` until `stopped`, handing each to `serve` with its peer
+/// address; a failed accept is logged and retried.
+pub(crate) async fn accept_each(
+    listener: TcpListener,
+    stopped: impl std::future::Future<Output = ()>,
+    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr),
+) {
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            r = listener.accept() => match r {
+                Ok((tcp, peer)) => serve(tcp, peer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// Serves the main listener, over TLS when the server has a certificate.
 async fn serve_http(
     listener: TcpListener,
@@ -349,19 +371,7 @@ async fn serve_http(
     router: Arc<Router>,
     stopped: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(stopped);
-    loop {
-        let (tcp, _peer) = tokio::select! {
-            _ = &mut stopped => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    accept_each(listener, stopped, |tcp, _peer| {
         let _ = tcp.set_nodelay(true);
         let (router, tls) = (router.clone(), tls.clone());
         tokio::spawn(async move {
@@ -373,7 +383,8 @@ async fn serve_http(
                 },
             }
         });
-    }
+    })
+    .await
 }
 
 /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one accepted connection.

@@ -159,19 +159,7 @@ fn answer(state: &State, peer: SocketAddr, req: &Request<hyper::body::Incoming>)
 
 /// Serves the metrics listener until `stopped`.
 pub async fn serve(listener: TcpListener, state: Arc<State>, stopped: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stopped);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut stopped => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    crate::app::accept_each(listener, stopped, |tcp, peer| {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -183,7 +171,8 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, stopped: impl std::
                 tracing::debug!(error = %e, "metrics connection ended with an error");
             }
         });
-    }
+    })
+    .await
 }
 
 #[cfg(test)]
