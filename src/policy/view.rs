@@ -147,6 +147,13 @@ impl PolicyView {
     }
 }
 
+/// A stored user as the policy sees it.
+impl From<&User> for PolicyUser {
+    fn from(u: &User) -> Self {
+        PolicyUser { id: u.id, name: u.name.clone(), email: u.email.clone() }
+    }
+}
+
 /// A node as the policy sees it.
 pub fn policy_node(node: &Node, owner: Option<&User>) -> PolicyNode {
     PolicyNode {
@@ -154,7 +161,7 @@ pub fn policy_node(node: &Node, owner: Option<&User>) -> PolicyNode {
         name: node.given_name.clone(),
         ipv4: node.ipv4,
         ipv6: node.ipv6,
-        user: owner.filter(|_| !node.is_tagged()).map(|u| PolicyUser { id: u.id, name: u.name.clone(), email: u.email.clone() }),
+        user: owner.filter(|_| !node.is_tagged()).map(PolicyUser::from),
         tags: node.tags.clone(),
         routable_ips: node.hostinfo.routable_ips.clone(),
         approved_routes: node.approved_routes.clone(),

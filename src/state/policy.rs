@@ -152,7 +152,8 @@ impl State {
     /// Compiles the policy for the nodes added since it was last compiled (see
     /// `rules::refresh`), once per burst: waits `POLICY_COALESCE` after the first addition,
     /// then compiles under the writer lock and approves the new nodes' routes the policy's
-    /// `autoApprovers` allow. Runs until the state is dropped.
+    /// `autoApprovers` allow. Holds no reference to the state while it waits, and ends at its
+    /// next wake-up once the state is gone.
     pub async fn catch_up_policy(self: Arc<Self>) {
         let weak = Arc::downgrade(&self);
         drop(self);

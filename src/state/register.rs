@@ -201,7 +201,7 @@ impl State {
         let users: Vec<PolicyUser> = snap
             .users
             .values()
-            .map(|u| PolicyUser { id: u.id, name: u.name.clone(), email: u.email.clone() })
+            .map(|u| PolicyUser::from(&**u))
             .collect();
         let owner = users.iter().find(|u| u.id == user);
         let refused: Vec<String> = tags
