@@ -178,6 +178,27 @@ fn policy(c: &mut Criterion) {
             }
         })
     });
+    // One node changes owner: compile again, find the nodes whose rules it can affect, and
+    // derive only theirs (what the server does), against deriving every node's.
+    let mut moved = nodes.clone();
+    let owner = moved[0].user.clone().expect("the first node belongs to a user");
+    moved[0].user = Some(PolicyUser { id: owner.id + 1, name: format!("{}x", owner.name), email: format!("x{}", owner.email) });
+    let recompiled = CompiledPolicy::compile(&parsed, moved.clone());
+    let affected = recompiled.affected_since(&compiled).expect("one changed node is tracked");
+    println!("policy: one node changing owner affects {} of {NODES} nodes", affected.len());
+    group.bench_function("one_node_changed_owner_affected_rules_1000", |b| {
+        b.iter_batched(
+            || moved.clone(),
+            |moved| {
+                let next = CompiledPolicy::compile(black_box(&parsed), moved);
+                for id in next.affected_since(&compiled).expect("tracked") {
+                    black_box(next.filter(id));
+                    black_box(next.peers(id));
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 

@@ -111,6 +111,15 @@ pub fn context() -> MapContext {
     MapContext { base_domain: "tailnet.test".into(), derp_map: Arc::new(derp), dns: None }
 }
 
+/// `next`, a changed copy of `prev`, with `prev`'s policy compiled for it the way the
+/// server does after a node change: the rules of nodes the change cannot affect are kept.
+pub fn recompiled(prev: &Snapshot, mut next: Snapshot) -> Snapshot {
+    let source = prev.policy.policy().expect("a policy in force").source.clone();
+    let active = compile_policy(source, &next);
+    next.policy = Arc::new(prev.policy.successor_for_nodes(active, prev.policy.primaries().clone()));
+    next
+}
+
 /// `snap` with `policy` (HuJSON) in force; panics if the policy is invalid.
 pub fn with_policy(mut snap: Snapshot, policy: &str) -> Snapshot {
     let source = Arc::new(ParsedPolicy::parse(policy).expect("a valid policy"));

@@ -8,7 +8,9 @@
 //!   addresses or approved subnet routes, or, on an approved exit node, lies in the internet
 //!   (public IPv4, global IPv6);
 //! - adding an accept rule never removes access: `can_access` and peers only grow, and every
-//!   packet a node's filter accepted before is still accepted.
+//!   packet a node's filter accepted before is still accepted;
+//! - when nodes change, every node outside `CompiledPolicy::affected_since` keeps its peers,
+//!   filter, SSH policy and capabilities.
 //!
 //! `PROPTEST_CASES` sets the number of cases per property.
 
@@ -580,6 +582,27 @@ fn apply(text: &str, edits: &[Edit]) -> String {
     chars.into_iter().collect()
 }
 
+/// A tailnet, a policy, and the same tailnet after some nodes were replaced (new owner,
+/// addresses or routes, same id), removed, or one added.
+fn scenario_with_changed_nodes() -> impl Strategy<Value = (Vec<PolicyNode>, Spec, Vec<PolicyNode>)> {
+    tailnet().prop_flat_map(|nodes| {
+        let v = Vocab::new(&nodes);
+        let n = nodes.len();
+        let replace = (0..n).prop_flat_map(|i| node(i).prop_map(move |new| (i, Some(new))));
+        let remove = (0..n).prop_map(|i| (i, None));
+        let edits = prop::collection::vec(prop_oneof![replace, remove], 0..3);
+        let added = prop::option::of(node(n));
+        (Just(nodes), spec(&v), edits, added).prop_map(|(nodes, spec, edits, added)| {
+            let mut after: Vec<Option<PolicyNode>> = nodes.iter().cloned().map(Some).collect();
+            for (i, new) in edits {
+                after[i] = new;
+            }
+            after.push(added);
+            (nodes, spec, after.into_iter().flatten().collect())
+        })
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Checks
 
@@ -831,6 +854,38 @@ proptest! {
                 check_filter_covered(a.id, &before.filter(a.id), &after.filter(a.id))?;
             }
             before = after;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// What lets the server re-derive only some nodes' rules when nodes change.
+    #[test]
+    fn nodes_outside_the_affected_set_keep_their_rules((nodes, spec, after) in scenario_with_changed_nodes()) {
+        let policy = parse(&spec.render())?;
+        let old = CompiledPolicy::compile(&policy, nodes.clone());
+        let new = CompiledPolicy::compile(&policy, after.clone());
+        let Some(affected) = new.affected_since(&old) else {
+            // Every node counts as affected only when the tailnet's subnet routes changed.
+            let routes = |nodes: &[PolicyNode]| {
+                let live = nodes.iter().flat_map(|n| n.routable_ips.iter().filter(|r| n.approved_routes.contains(r)));
+                live.filter(|r| r.prefix_len() > 0).copied().collect::<std::collections::BTreeSet<IpNet>>()
+            };
+            prop_assert_ne!(routes(&nodes), routes(&after));
+            return Ok(());
+        };
+        let url = "https://headscale.example.com";
+        let sorted = |mut v: Vec<u64>| {
+            v.sort_unstable();
+            v
+        };
+        for id in after.iter().map(|n| n.id).filter(|id| !affected.contains(id)) {
+            prop_assert_eq!(sorted(old.peers(id)), sorted(new.peers(id)), "peers of {}", id);
+            prop_assert_eq!(old.filter(id), new.filter(id), "filter of {}", id);
+            prop_assert_eq!(old.ssh_policy(id, url), new.ssh_policy(id, url), "SSH policy of {}", id);
+            prop_assert_eq!(old.self_caps(id), new.self_caps(id), "capabilities of {}", id);
         }
     }
 }

@@ -3,6 +3,8 @@
 //! each peer, its SSH policy and capabilities, and which advertised routes to approve.
 //! Nodes are named by their id; an unknown id gets the empty answer.
 
+use std::collections::BTreeSet;
+
 use ipnet::IpNet;
 
 use super::approve::AutoApproval;
@@ -16,6 +18,10 @@ use super::ssh::SshRules;
 use super::tailnet::{PolicyNode, Tailnet};
 use super::types::ParsedPolicy;
 use crate::tailcfg::{FilterRule, SshPolicy};
+
+/// Above this many changed nodes, and an eighth of the tailnet, `affected_since` stops
+/// tracking them one by one: nearly every node is affected anyway.
+const MAX_TRACKED_CHANGES: usize = 64;
 
 /// A policy compiled for one state of the tailnet. Immutable; compile again when the policy
 /// or the nodes change.
@@ -68,9 +74,63 @@ impl CompiledPolicy {
     /// The ids of the nodes in `id`'s peer list.
     pub fn peers(&self, id: u64) -> Vec<u64> {
         let Some(i) = self.tailnet.index(id) else { return Vec::new() };
+        self.peer_set(i).iter().map(|j| self.tailnet.nodes[j].id).collect()
+    }
+
+    /// The peers of the node at index `i`.
+    fn peer_set(&self, i: usize) -> NodeSet {
         let mut peers = self.matchers.peers(i);
         peers.union_with(&self.steering.peers(i, self.tailnet.len()));
-        peers.iter().map(|j| self.tailnet.nodes[j].id).collect()
+        peers
+    }
+
+    /// The nodes whose rules (peers, packet filter, SSH policy, capabilities) may differ
+    /// between `old` and this compilation of the same policy, when the tailnets they were
+    /// compiled for differ in some nodes: those nodes, and every node that was or is related
+    /// to one of them, every exit node and every node without an address. A node's filter
+    /// lists sources that may reach it, which makes them peers (in both directions), except
+    /// that an exit node's filter also takes rules to parts of the internet, and the filter
+    /// of a node without an address rules to `*`, neither of which makes it a peer;
+    /// its SSH policy names only the sources of the rules that concern it; its capabilities
+    /// depend on itself alone. `None` when every node is taken as affected: the tailnet's
+    /// subnet routes changed (`*` as a source lists them all), or so many nodes changed
+    /// that nearly every node is affected anyway.
+    pub fn affected_since(&self, old: &CompiledPolicy) -> Option<BTreeSet<u64>> {
+        let changed: Vec<u64> = old
+            .tailnet
+            .nodes
+            .iter()
+            .filter(|n| self.node(n.id) != Some(*n))
+            .chain(self.tailnet.nodes.iter().filter(|n| old.node(n.id).is_none()))
+            .map(|n| n.id)
+            .collect();
+        let size = self.tailnet.len().max(old.tailnet.len());
+        let many = changed.len() > MAX_TRACKED_CHANGES && changed.len() * 8 > size;
+        if many || self.tailnet.all_subnet_routes != old.tailnet.all_subnet_routes {
+            return None;
+        }
+        let mut out: BTreeSet<u64> = changed.iter().copied().collect();
+        for c in [old, self] {
+            out.extend(c.tailnet.exit_nodes.iter().map(|i| c.tailnet.nodes[i].id));
+            out.extend(c.tailnet.nodes.iter().filter(|n| n.addrs().next().is_none()).map(|n| n.id));
+            for &id in &changed {
+                let Some(i) = c.tailnet.index(id) else { continue };
+                let mut related = c.peer_set(i);
+                related.union_with(&c.ssh.related(&c.tailnet, i));
+                out.extend(related.iter().map(|j| c.tailnet.nodes[j].id));
+            }
+        }
+        Some(out)
+    }
+
+    /// Every node with an approved route (subnet or exit): the peers whose `AllowedIPs`
+    /// may differ from one viewer to another.
+    pub fn route_holders(&self) -> Vec<u64> {
+        let mut holders = self.tailnet.exit_nodes.clone();
+        for &r in &self.tailnet.routers {
+            holders.insert(r);
+        }
+        holders.iter().map(|i| self.tailnet.nodes[i].id).collect()
     }
 
     /// Whether node `from` may reach node `to` (an address, a subnet route, or, for an exit

@@ -46,7 +46,7 @@ pub use parse::PolicyError;
 pub use resolve::NOT_INTERNET;
 pub use tailnet::{PolicyNode, PolicyUser};
 pub use tests_eval::run_tests;
-pub use view::{policy_node, ActivePolicy, NodeRules, PolicyView};
+pub use view::{compact, policy_node, ActivePolicy, NodeRules, PolicyView};
 pub use types::{
     AutoApprovers, CheckPeriod, Grant, IpSpec, NodeAttr, ParsedPolicy, PolicyTest, SshActionKind, SshRuleSpec, SshTest,
 };

@@ -99,6 +99,23 @@ impl SshRules {
         SshRules { rules }
     }
 
+    /// The nodes whose SSH policy may name node `i`, as a principal or through its user:
+    /// the sources and destinations of every rule `i` is a source of, and for a rule to
+    /// `autogroup:self`, the nodes of `i`'s user.
+    pub fn related(&self, t: &Tailnet, i: usize) -> NodeSet {
+        let mut out = NodeSet::new(t.len());
+        let node = &t.nodes[i];
+        let own_nodes = node.user.as_ref().filter(|_| !node.is_tagged()).and_then(|u| t.by_user.get(&u.id));
+        for rule in self.rules.iter().filter(|r| r.sources.contains(i)) {
+            out.union_with(&rule.sources);
+            out.union_with(&rule.dst_nodes);
+            if let Some(nodes) = own_nodes.filter(|_| rule.to_self) {
+                out.union_with(nodes);
+            }
+        }
+        out
+    }
+
     /// The SSH policy of node `i`; `server_url` is where `check` rules delegate.
     pub fn policy_for(&self, t: &Tailnet, i: usize, server_url: &str) -> SshPolicy {
         let node = &t.nodes[i];

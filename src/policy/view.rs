@@ -3,8 +3,8 @@
 //! router of each subnet route; and each node's rules (peers, packet filter, SSH policy,
 //! capabilities), derived on first use and shared by every session until the view changes.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ipnet::IpNet;
 use roaring::RoaringTreemap;
@@ -35,6 +35,12 @@ impl NodeRules {
     pub fn sees(&self, peer: NodeId) -> bool {
         self.peers.as_ref().is_none_or(|p| p.contains(peer))
     }
+
+    /// The nodes in one of the two peer lists but not in the other; `None` when either
+    /// list is every node.
+    pub fn peers_differing(&self, other: &NodeRules) -> Option<RoaringTreemap> {
+        Some(self.peers.as_ref()? ^ other.peers.as_ref()?)
+    }
 }
 
 /// The configured policy and its compilation for the current nodes.
@@ -55,6 +61,7 @@ pub struct PolicyView {
     server_url: Arc<str>,
     rules: Mutex<HashMap<NodeId, Arc<NodeRules>>>,
     allow_all: Arc<NodeRules>,
+    route_holders: OnceLock<Vec<NodeId>>,
 }
 
 impl Default for PolicyView {
@@ -78,12 +85,31 @@ impl PolicyView {
             ssh: None,
             caps: CapMap::new(),
         });
-        PolicyView { epoch, policy, primaries, server_url, rules: Mutex::default(), allow_all }
+        PolicyView { epoch, policy, primaries, server_url, rules: Mutex::default(), allow_all, route_holders: OnceLock::new() }
     }
 
     /// The next version: another policy or other primary routers.
     pub fn successor(&self, policy: Option<ActivePolicy>, primaries: BTreeMap<IpNet, NodeId>) -> PolicyView {
         PolicyView::new(self.epoch + 1, policy, primaries, self.server_url.clone())
+    }
+
+    /// The next version for `policy`, the same policy as this view's, compiled again or not,
+    /// keeping the rules this view derived for every node the new compilation cannot have
+    /// changed ([`CompiledPolicy::affected_since`]). Only the affected nodes' rules are
+    /// derived again, and a session whose rules were kept sees the same `Arc`.
+    pub fn successor_for_nodes(&self, policy: ActivePolicy, primaries: BTreeMap<IpNet, NodeId>) -> PolicyView {
+        let affected = match &self.policy {
+            Some(old) if Arc::ptr_eq(&old.compiled, &policy.compiled) => Some(BTreeSet::new()),
+            Some(old) if Arc::ptr_eq(&old.source, &policy.source) => policy.compiled.affected_since(&old.compiled),
+            _ => None,
+        };
+        let next = self.successor(Some(policy), primaries);
+        if let Some(affected) = affected {
+            let kept = self.rules.lock().expect("rules lock");
+            let kept = kept.iter().filter(|(id, _)| !affected.contains(id)).map(|(id, r)| (*id, r.clone()));
+            next.rules.lock().expect("rules lock").extend(kept);
+        }
+        next
     }
 
     /// The configured policy, if any.
@@ -104,7 +130,7 @@ impl PolicyView {
         }
         let p = &active.compiled;
         let derived = Arc::new(NodeRules {
-            peers: Some(p.peers(id).into_iter().collect()),
+            peers: Some(compact(p.peers(id).into_iter().collect())),
             filter: Arc::new(p.filter(id)),
             ssh: p.ssh_policy(id, &self.server_url).map(Arc::new),
             caps: p.self_caps(id),
@@ -128,6 +154,11 @@ impl PolicyView {
         self.policy.is_some() && peer.live_routes().next().is_some()
     }
 
+    /// The nodes for which `varies_by_viewer` holds, as the policy was compiled.
+    pub fn viewer_dependent(&self) -> &[NodeId] {
+        self.route_holders.get_or_init(|| self.policy.as_ref().map(|a| a.compiled.route_holders()).unwrap_or_default())
+    }
+
     /// The `AllowedIPs` `viewer` gets for `peer`: its addresses, the subnet routes it is the
     /// primary router of, and its exit routes, as far as the policy lets the viewer use them.
     pub fn allowed_ips(&self, viewer: NodeId, peer: &Node) -> Vec<IpNet> {
@@ -145,6 +176,13 @@ impl PolicyView {
             }),
         }
     }
+}
+
+/// `set` in its smallest form: runs of consecutive ids (node ids are handed out in order)
+/// take a few bytes each, and a lookup in them stays in one cache line.
+pub fn compact(mut set: RoaringTreemap) -> RoaringTreemap {
+    set.optimize();
+    set
 }
 
 /// A stored user as the policy sees it.

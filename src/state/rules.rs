@@ -2,6 +2,8 @@
 //! the primary router of each subnet route (kept while it stays online and keeps the route,
 //! else the online router with the lowest id), and the compiled policy (compiled again when a
 //! node the policy sees was removed or changed its addresses, owner, tags or routes).
+//! A node's rules (peers, filter, SSH policy, capabilities) are derived again only if the
+//! change can affect them (`PolicyView::successor_for_nodes`); the others are kept.
 //! Additions are coalesced: a registration storm would otherwise compile the whole tailnet
 //! once per new node and make every session re-derive its rules each time. A publish that
 //! only adds nodes marks the policy stale instead (the new nodes see nothing and nobody sees
@@ -91,11 +93,11 @@ pub(super) fn refresh(prev: &Snapshot, next: &mut Snapshot, changes: &mut Vec<Ch
         .map(|(_, id)| *id)
         .collect();
     changes.extend(moved.into_iter().map(|id| Change::Node { id, patch: None }));
-    let policy = match view.policy() {
-        Some(active) if recompile => Some(compile(active.source.clone(), next)),
-        other => other.cloned(),
-    };
-    next.policy = Arc::new(view.successor(policy, primaries));
+    next.policy = Arc::new(match view.policy() {
+        Some(active) if recompile => view.successor_for_nodes(compile(active.source.clone(), next), primaries),
+        Some(active) => view.successor_for_nodes(active.clone(), primaries),
+        None => view.successor(None, primaries),
+    });
     changes.push(Change::Rules);
 }
 

@@ -426,3 +426,46 @@ async fn requested_tags_need_owners_or_a_key_that_carries_them() {
     assert_eq!(owned.node.id, tagged.node.id);
     assert_eq!((owned.node.user_id, owned.node.tags.is_empty()), (Some(ann.id), true));
 }
+
+#[tokio::test]
+async fn a_node_change_derives_again_only_the_rules_it_can_affect() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state_with_policy(
+        dir.path(),
+        r#"{
+          "tagOwners": {"tag:web": ["ann@"]},
+          "acls": [
+            {"action": "accept", "src": ["ann@"], "dst": ["bob@:80"]},
+            {"action": "accept", "src": ["cat@"], "dst": ["tag:web:443"]},
+          ],
+        }"#,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for (n, name) in [(1, "ann"), (2, "bob"), (3, "cat"), (4, "cat")] {
+        let existing = s.snapshot().user_by_name(name).map(|u| u.id);
+        let user = match existing {
+            Some(id) => id,
+            None => s.create_user(name, "", "", "").await.unwrap().id,
+        };
+        ids.push(authorized(s.register(MachineKey([n; 32]), req(n, &key(&s, user, false, false).await)).await).node.id);
+    }
+    while s.snapshot().policy_stale {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let [ann, bob, cat, web] = ids[..] else { unreachable!() };
+    let before = s.snapshot();
+    let rules_before: Vec<_> = ids.iter().map(|id| before.policy.rules(*id)).collect();
+    assert!(!rules_before[2].sees(web), "cat's second node is no server yet");
+
+    s.set_tags(web, &["tag:web".to_string()]).await.unwrap();
+    let after = s.snapshot();
+    assert_ne!(after.policy.epoch, before.policy.epoch);
+    for (i, id) in [ann, bob].into_iter().enumerate() {
+        assert!(Arc::ptr_eq(&rules_before[i], &after.policy.rules(id)), "node {id} is unrelated: its rules are kept");
+    }
+    assert!(after.policy.rules(cat).sees(web), "cat now reaches the tagged node");
+    assert!(after.policy.rules(web).sees(cat));
+    let web_filter = serde_json::to_string(&after.policy.rules(web).filter).unwrap();
+    assert!(web_filter.contains("443"), "the tagged node accepts cat on 443: {web_filter}");
+}
