@@ -4,6 +4,13 @@
 //! raises its mmap threshold after the first such buffer is freed and from then on keeps them
 //! in heaps it rarely returns, so the storm's peak would stay resident for good. A fixed
 //! threshold keeps large buffers in their own mappings, returned to the system when freed.
+//! Smaller blocks freed in the middle of a heap (connections that come and go) keep their
+//! pages resident too, since glibc only shrinks a heap from its top; a background task hands
+//! those pages back every few seconds (`malloc_trim`).
+
+/// How often freed heap pages are handed back to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Buffers at least this large get their own mapping.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -19,4 +26,23 @@ pub fn tune_for_server() {
             tracing::warn!("could not set malloc's mmap threshold; memory after load peaks may stay resident");
         }
     }
+}
+
+/// Hands freed heap pages back to the system every `TRIM_EVERY`, for as long as the runtime
+/// runs. Call from inside the server's runtime.
+pub fn spawn_trimmer() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(TRIM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // SAFETY: malloc_trim only returns free memory to the system; glibc locks each
+            // arena while it walks it.
+            let trim = || unsafe { libc::malloc_trim(0) };
+            if tokio::task::spawn_blocking(trim).await.is_err() {
+                break;
+            }
+        }
+    });
 }

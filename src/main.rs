@@ -31,6 +31,7 @@ async fn serve(config: Config, source: Source) -> Result<(), Box<dyn std::error:
         Source::Embedded(dir) => tracing::info!(data = %dir.display(), "no config file found: running on the embedded default"),
     }
     let running = headscale::app::start(config).await?;
+    headscale::alloc::spawn_trimmer();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
