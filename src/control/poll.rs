@@ -11,10 +11,8 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use rand::Rng;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 
 use super::Control;
 use crate::http::{empty, text, Body};
@@ -32,8 +30,6 @@ const COALESCE: Duration = Duration::from_millis(10);
 const PRESENCE_COALESCE: Duration = Duration::from_millis(1000);
 /// Keep-alive period; jitter is added so sessions do not all wake at once.
 const KEEPALIVE: Duration = Duration::from_secs(50);
-/// Messages queued for a slow client before the session waits for it.
-const QUEUE: usize = 16;
 
 /// Answers a map request from `machine_key`.
 pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -> Response<Body> {
@@ -67,17 +63,22 @@ pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -
     let now = Utc::now();
     let first = full_map(&snap, &me, &ctrl.map, now);
     let view = SessionView::new(id, &snap, &first, now);
-    let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
-    if tx.send(counted(MapKind::Full, encode(id, &first, zstd))).await.is_err() {
-        return empty(StatusCode::OK);
-    }
+    let first = counted(MapKind::Full, encode(id, &first, zstd));
     if let Err(e) = ctrl.state.connect(id).await {
         tracing::warn!(node = id, error = %e, "node vanished while connecting");
         return text(StatusCode::UNAUTHORIZED, "node was removed");
     }
     tracing::debug!(node = id, "map session started");
-    tokio::spawn(run_session(ctrl.clone(), id, view, changes, tx, zstd));
-    let stream = ReceiverStream::new(rx).map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
+    let session = Session::new(ctrl.clone(), id, view, changes, zstd);
+    // The response body is the session: the connection asks it for the next message when it
+    // can send one, and dropping it (the client went away) ends the session.
+    let stream = futures_util::stream::unfold((Some(first), session), |(first, mut session)| async move {
+        let frame = match first {
+            Some(first) => first,
+            None => session.next_message().await?,
+        };
+        Some((Ok::<_, std::io::Error>(Frame::data(frame)), (None, session)))
+    });
     let mut resp = Response::new(StreamBody::new(stream).boxed());
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
     resp
@@ -120,65 +121,91 @@ impl Drop for Online {
     }
 }
 
-async fn run_session(
+/// One streaming map session: what its client holds, the change stream, and its keep-alive.
+struct Session {
     ctrl: Arc<Control>,
     id: NodeId,
-    mut view: SessionView,
-    mut changes: broadcast::Receiver<Arc<crate::state::ChangeSet>>,
-    tx: mpsc::Sender<Bytes>,
+    view: SessionView,
+    changes: broadcast::Receiver<Arc<crate::state::ChangeSet>>,
+    keepalive: tokio::time::Interval,
     zstd: bool,
-) {
-    let _online = Online { state: ctrl.state.clone(), id };
-    let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..9000));
-    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE + jitter, KEEPALIVE + jitter);
-    loop {
-        tokio::select! {
-            _ = tx.closed() => break,
-            _ = keepalive.tick() => {
-                let keepalive = encode(id, &MapResponse { keep_alive: true, ..Default::default() }, zstd);
-                if tx.send(counted(MapKind::KeepAlive, keepalive)).await.is_err() {
-                    break;
+    _online: Online,
+}
+
+impl Session {
+    fn new(
+        ctrl: Arc<Control>,
+        id: NodeId,
+        view: SessionView,
+        changes: broadcast::Receiver<Arc<crate::state::ChangeSet>>,
+        zstd: bool,
+    ) -> Self {
+        let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..9000));
+        let keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE + jitter, KEEPALIVE + jitter);
+        let _online = Online { state: ctrl.state.clone(), id };
+        Session { ctrl, id, view, changes, keepalive, zstd, _online }
+    }
+
+    /// The next framed message for the client: a delta once the tailnet changed in a way it
+    /// sees, or a keep-alive. `None` ends the stream (the node was removed, or the server
+    /// stops).
+    async fn next_message(&mut self) -> Option<Bytes> {
+        loop {
+            tokio::select! {
+                _ = self.keepalive.tick() => {
+                    let keepalive = MapResponse { keep_alive: true, ..Default::default() };
+                    return Some(counted(MapKind::KeepAlive, encode(self.id, &keepalive, self.zstd)));
                 }
+                r = self.changes.recv() => if !take(&mut self.view, r) { return None },
+            }
+            if !self.gather().await {
+                return None;
+            }
+            if !self.view.has_pending() {
                 continue;
             }
-            r = changes.recv() => if !take(&mut view, r) { break },
-        }
-        // Gather the rest of a burst before rendering one delta.
-        let first = Instant::now();
-        let mut urgent_since = view.is_urgent().then_some(first);
-        loop {
-            let until = urgent_since.map_or(first + PRESENCE_COALESCE, |t| t + COALESCE);
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => break,
-                r = changes.recv() => {
-                    if !take(&mut view, r) {
-                        return;
-                    }
-                    if urgent_since.is_none() && view.is_urgent() {
-                        urgent_since = Some(Instant::now());
-                    }
+            let snap = self.ctrl.state.snapshot();
+            match self.view.flush(&snap, &self.ctrl.map, Utc::now()) {
+                None => {
+                    tracing::info!(node = self.id, "node was removed; ending its map session");
+                    return None;
                 }
-            }
-        }
-        if !view.has_pending() {
-            continue;
-        }
-        let snap = ctrl.state.snapshot();
-        match view.flush(&snap, &ctrl.map, Utc::now()) {
-            None => {
-                tracing::info!(node = id, "node was removed; ending its map session");
-                break;
-            }
-            Some(delta) if delta.is_empty() => {}
-            Some(delta) => {
-                if tx.send(counted(MapKind::Delta, encode(id, &delta, zstd))).await.is_err() {
-                    break;
-                }
+                Some(delta) if delta.is_empty() => {}
+                Some(delta) => return Some(counted(MapKind::Delta, encode(self.id, &delta, self.zstd))),
             }
         }
     }
-    metrics::session_ended();
-    tracing::debug!(node = id, "map session ended");
+
+    /// Gathers the rest of a burst before one delta is rendered. The session looks at what
+    /// was published every `COALESCE`, taking it all at once, rather than waking for each
+    /// change set: in a storm thousands are published per second, to every session. False
+    /// when the change stream closed.
+    async fn gather(&mut self) -> bool {
+        let until = Instant::now() + if self.view.is_urgent() { COALESCE } else { PRESENCE_COALESCE };
+        loop {
+            let look = until.min(Instant::now() + COALESCE);
+            tokio::time::sleep_until(look).await;
+            loop {
+                match self.changes.try_recv() {
+                    Ok(set) => self.view.apply(&set),
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => self.view.lagged(),
+                    Err(broadcast::error::TryRecvError::Closed) => return false,
+                }
+            }
+            // Something urgent arrived since the last look, up to `COALESCE` ago: send now.
+            if look >= until || self.view.is_urgent() {
+                return true;
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        metrics::session_ended();
+        tracing::debug!(node = self.id, "map session ended");
+    }
 }
 
 /// Folds one received event into the view; false when the change stream is closed.

@@ -12,7 +12,7 @@ use roaring::RoaringTreemap;
 
 use super::render::{peer_wire, self_node, shows, user_profiles, MapContext, TAGGED_DEVICES_USER_ID};
 use crate::model::NodeId;
-use crate::policy::CapMap;
+use crate::policy::{compact, NodeRules};
 use crate::state::{Change, ChangeSet, Snapshot};
 use crate::tailcfg::{FilterRule, MapResponse, PeerChange, SshPolicy};
 
@@ -23,17 +23,17 @@ pub struct SessionView {
     /// The peers the client holds: a compressed bitmap, a few bytes per peer, since every
     /// session keeps one.
     known: RoaringTreemap,
-    /// The policy view the client's rules come from.
+    /// The policy view the client's rules come from, and those rules.
     epoch: u64,
+    rules: Arc<NodeRules>,
     filter: Option<Arc<Vec<FilterRule>>>,
     ssh: Option<Arc<SshPolicy>>,
-    caps: CapMap,
     full: BTreeSet<NodeId>,
     patches: BTreeMap<NodeId, PeerChange>,
     /// Peers whose presence (online, last seen) changed; their current presence is read from
-    /// the snapshot at flush. In a reconnect storm every session hears of every peer, twice,
-    /// so this is a bitmap rather than merged patches.
-    presence: RoaringTreemap,
+    /// the snapshot at flush. In a reconnect storm every session hears of every peer, twice:
+    /// noting one is a push, and repeats are folded away now and then (`note_presence`).
+    presence: Vec<NodeId>,
     removed: BTreeSet<NodeId>,
     self_dirty: bool,
     rules_dirty: bool,
@@ -47,19 +47,19 @@ impl SessionView {
     pub fn new(me: NodeId, snap: &Snapshot, first: &MapResponse, now: DateTime<Utc>) -> Self {
         let rules = snap.policy.rules(me);
         let known = match snap.node(me) {
-            Some(e) => snap.nodes.values().filter(|p| shows(&rules, e, p, now)).map(|p| p.node.id).collect(),
+            Some(e) => compact(snap.nodes.values().filter(|p| shows(&rules, e, p, now)).map(|p| p.node.id).collect()),
             None => RoaringTreemap::new(),
         };
         SessionView {
             me,
             known,
             epoch: snap.policy.epoch,
+            rules: rules.clone(),
             filter: first.packet_filter.clone(),
             ssh: first.ssh_policy.clone(),
-            caps: rules.caps.clone(),
             full: BTreeSet::new(),
             patches: BTreeMap::new(),
-            presence: RoaringTreemap::new(),
+            presence: Vec::new(),
             removed: BTreeSet::new(),
             self_dirty: false,
             rules_dirty: false,
@@ -76,13 +76,11 @@ impl SessionView {
                     self.self_dirty = true;
                     self.urgent = true;
                 }
+                Change::Node { id, patch: Some(p) } if p.is_presence_only() => self.note_presence(*id),
                 Change::Node { id, patch: Some(p) } => {
-                    let presence = p.is_presence_only();
-                    self.urgent |= !presence;
+                    self.urgent = true;
                     if self.full.contains(id) || !self.known.contains(*id) {
                         self.full.insert(*id);
-                    } else if presence {
-                        self.presence.insert(*id);
                     } else {
                         self.patches.entry(*id).and_modify(|q| q.merge(p.clone())).or_insert_with(|| p.clone());
                     }
@@ -110,6 +108,16 @@ impl SessionView {
                 }
             }
         }
+    }
+
+    /// Notes that peer `id`'s presence changed. When the list fills its allocation, repeats
+    /// are folded away first, so it holds each peer about once however long the burst.
+    fn note_presence(&mut self, id: NodeId) {
+        if self.presence.len() == self.presence.capacity() && self.presence.len() >= 64 {
+            self.presence.sort_unstable();
+            self.presence.dedup();
+        }
+        self.presence.push(id);
     }
 
     /// The session fell behind the change stream: compare everything at the next flush.
@@ -146,21 +154,40 @@ impl SessionView {
         let rules_changed = std::mem::take(&mut self.rules_dirty) && view.epoch != self.epoch;
         if rules_changed {
             self.epoch = view.epoch;
-            // Peers that appear or disappear, and those whose routes depend on the viewer.
-            for p in snap.nodes.values().filter(|p| p.node.id != self.me) {
-                let seen = shows(&rules, &me, p, now);
-                if seen != self.known.contains(p.node.id) || (seen && view.varies_by_viewer(&p.node)) {
-                    self.full.insert(p.node.id);
+            // Peers that appear or disappear: only those whose place in the peer list changed
+            // when both lists are known, else every node is compared. Peers whose routes
+            // depend on the viewer are sent again.
+            if !Arc::ptr_eq(&self.rules, &rules) {
+                match self.rules.peers_differing(&rules) {
+                    Some(differing) => self.full.extend(differing.iter().filter(|id| *id != self.me)),
+                    None => {
+                        for p in snap.nodes.values().filter(|p| p.node.id != self.me) {
+                            if shows(&rules, &me, p, now) != self.known.contains(p.node.id) {
+                                self.full.insert(p.node.id);
+                            }
+                        }
+                    }
                 }
+                // The capabilities the client holds are those of the rules it had.
+                if self.rules.caps != rules.caps {
+                    self.self_dirty = true;
+                }
+                self.rules = rules.clone();
             }
-            if rules.caps != self.caps {
-                self.caps = rules.caps.clone();
-                self.self_dirty = true;
-            }
+            self.full.extend(view.viewer_dependent().iter().filter(|id| **id != self.me && self.known.contains(**id)));
         }
-        // Presence as it is now; a peer sent whole carries its own.
-        for id in std::mem::take(&mut self.presence) {
-            if let Some(p) = snap.node(id).filter(|_| !self.full.contains(&id)) {
+        // Presence as it is now; a peer sent whole carries its own, and one the client does
+        // not hold is sent whole if it should now see it.
+        let mut presence = std::mem::take(&mut self.presence);
+        presence.sort_unstable();
+        presence.dedup();
+        for id in presence {
+            if self.full.contains(&id) {
+                continue;
+            }
+            if !self.known.contains(id) {
+                self.full.insert(id);
+            } else if let Some(p) = snap.node(id) {
                 let patch = self.patches.entry(id).or_insert_with(|| PeerChange { node_id: id, ..Default::default() });
                 patch.online = Some(p.online);
                 patch.last_seen = if p.online { None } else { p.node.last_seen };
@@ -168,6 +195,7 @@ impl SessionView {
         }
         let mut resp = MapResponse::default();
         let mut new_users = Vec::new();
+        let peers_before = self.known.len();
         for id in std::mem::take(&mut self.full) {
             match snap.node(id).filter(|p| shows(&rules, &me, p, now)) {
                 Some(p) => {
@@ -192,6 +220,9 @@ impl SessionView {
             if self.known.remove(id) {
                 resp.peers_removed.push(id);
             }
+        }
+        if self.known.len() != peers_before || !resp.peers_removed.is_empty() {
+            self.known.optimize();
         }
         if rules_changed || self.self_dirty {
             if self.filter.as_ref() != Some(&rules.filter) {
