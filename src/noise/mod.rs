@@ -27,6 +27,8 @@ pub enum NoiseError {
     Oversized(usize),
     #[error("record could not be decrypted")]
     Decrypt,
+    #[error("record could not be sealed")]
+    Seal,
     #[error("nonce counter exhausted")]
     NonceExhausted,
 }

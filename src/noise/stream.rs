@@ -6,9 +6,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use bytes::{Buf, BytesMut};
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::NoiseError;
@@ -23,15 +22,18 @@ pub const MAX_PLAINTEXT_LEN: usize = MAX_FRAME_LEN - HEADER_LEN - TAG_LEN;
 /// The most plaintext one write seals before it is sent (16 records).
 const WRITE_BATCH: usize = 16 * MAX_PLAINTEXT_LEN;
 
-/// One direction's cipher and nonce counter.
+/// One direction's cipher and nonce counter. ChaCha20-Poly1305 comes from aws-lc, whose
+/// vectorised assembly seals a 4 KiB record about twice as fast as a portable implementation;
+/// every byte of every map goes through it.
 struct Cipher {
-    aead: ChaCha20Poly1305,
+    aead: LessSafeKey,
     counter: u64,
 }
 
 impl Cipher {
     fn new(key: &[u8; 32]) -> Self {
-        Cipher { aead: ChaCha20Poly1305::new(Key::from_slice(key)), counter: 0 }
+        let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("ChaCha20-Poly1305 takes a 32-byte key");
+        Cipher { aead: LessSafeKey::new(key), counter: 0 }
     }
 
     fn next_nonce(&mut self) -> Result<Nonce, NoiseError> {
@@ -41,7 +43,7 @@ impl Cipher {
         let mut n = [0u8; 12];
         n[4..].copy_from_slice(&self.counter.to_be_bytes());
         self.counter += 1;
-        Ok(*Nonce::from_slice(&n))
+        Ok(Nonce::assume_unique_for_key(n))
     }
 }
 
@@ -56,9 +58,9 @@ fn seal(cipher: &mut Cipher, plain: &[u8], out: &mut Vec<u8>) -> Result<(), Nois
     out.extend_from_slice(plain);
     let tag = cipher
         .aead
-        .encrypt_in_place_detached(&nonce, &[], &mut out[body..])
-        .map_err(|_| NoiseError::Decrypt)?;
-    out.extend_from_slice(&tag);
+        .seal_in_place_separate_tag(nonce, Aad::empty(), &mut out[body..])
+        .map_err(|_| NoiseError::Seal)?;
+    out.extend_from_slice(tag.as_ref());
     debug_assert!(out.len() - start <= MAX_FRAME_LEN);
     Ok(())
 }
@@ -83,12 +85,9 @@ fn open_frame(cipher: &mut Cipher, buf: &mut BytesMut) -> Result<Option<BytesMut
     }
     buf.advance(HEADER_LEN);
     let mut body = buf.split_to(len);
-    let tag = body.split_off(len - TAG_LEN);
     let nonce = cipher.next_nonce()?;
-    cipher
-        .aead
-        .decrypt_in_place_detached(&nonce, &[], &mut body, tag[..].into())
-        .map_err(|_| NoiseError::Decrypt)?;
+    cipher.aead.open_in_place(nonce, Aad::empty(), &mut body).map_err(|_| NoiseError::Decrypt)?;
+    body.truncate(len - TAG_LEN);
     Ok(Some(body))
 }
 
