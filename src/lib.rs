@@ -13,6 +13,7 @@ pub mod derp;
 pub mod duration;
 pub mod grpc;
 pub mod http;
+pub mod http2;
 pub mod ipam;
 pub mod mapper;
 pub mod metrics;

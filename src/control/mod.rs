@@ -7,13 +7,10 @@ mod poll;
 mod register;
 mod upgrade;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 pub use upgrade::upgrade;
 
@@ -32,32 +29,15 @@ pub struct Control {
     pub map: MapContext,
 }
 
-/// Reads a whole request body, refusing one larger than `MAX_BODY`.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(text(StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than 1 MiB"))
-        }
-        Err(e) => Err(text(StatusCode::BAD_REQUEST, &format!("cannot read request body: {e}"))),
-    }
-}
-
-/// Routes one request inside the Noise channel of `machine_key`.
-async fn route(ctrl: Arc<Control>, machine_key: MachineKey, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path().to_string();
+/// Routes one request inside the Noise channel of `machine_key`; the HTTP/2 layer has read
+/// its body (at most `MAX_BODY` bytes).
+async fn route(ctrl: Arc<Control>, machine_key: MachineKey, req: Request<Bytes>) -> Response<Body> {
     let post = req.method() == http::Method::POST;
-    Ok(match path.as_str() {
+    match req.uri().path() {
         "/machine/register" | "/machine/map" if !post => text(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
-        "/machine/register" => match read_body(req).await {
-            Ok(body) => register::handle(&ctrl, machine_key, &body).await,
-            Err(resp) => resp,
-        },
-        "/machine/map" => match read_body(req).await {
-            Ok(body) => poll::handle(&ctrl, machine_key, &body).await,
-            Err(resp) => resp,
-        },
+        "/machine/register" => register::handle(&ctrl, machine_key, req.body()).await,
+        "/machine/map" => poll::handle(&ctrl, machine_key, req.body()).await,
         p if p.starts_with("/machine/") => text(StatusCode::NOT_IMPLEMENTED, "not implemented by this server"),
         _ => text(StatusCode::NOT_FOUND, "not found"),
-    })
+    }
 }

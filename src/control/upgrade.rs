@@ -1,18 +1,18 @@
 //! `POST /ts2021`: checks the client's Noise initiation, answers `101 Switching Protocols`,
 //! finishes the handshake on the raw connection, sends the early payload and then serves
-//! HTTP/2 inside the Noise channel for as long as the client keeps it open.
+//! HTTP/2 (`crate::http2`) inside the Noise channel for as long as the client keeps it open.
 
 use std::sync::Arc;
 
 use base64::Engine;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
-use super::{route, Control};
+use super::{route, Control, MAX_BODY};
 use crate::http::{empty, text, Body};
+use crate::http2::{self, HandlerFuture};
 use crate::noise::{self, early_payload, Initiation, NoiseStream};
 
 /// The upgrade protocol name clients ask for.
@@ -62,11 +62,8 @@ pub async fn upgrade(ctrl: Arc<Control>, req: Request<Incoming>) -> Response<Bod
             return;
         }
         tracing::debug!(%machine_key, version = accepted.version, "control channel open");
-        let service = service_fn(move |req| route(ctrl.clone(), machine_key, req));
-        let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(stream), service)
-            .await;
-        if let Err(e) = served {
+        let handle = move |req| -> HandlerFuture { Box::pin(route(ctrl.clone(), machine_key, req)) };
+        if let Err(e) = http2::serve(stream, MAX_BODY, handle).await {
             tracing::debug!(%machine_key, error = %e, "control channel closed with an error");
         }
     });
