@@ -1,5 +1,6 @@
 //! What the load generator reads about processes: CPU time (utime + stime from
-//! `/proc/PID/stat`) and resident memory (`VmRSS` from `/proc/PID/status`), the open-files
+//! `/proc/PID/stat`) and resident memory (`VmRSS` and its peak `VmHWM` from
+//! `/proc/PID/status`), the open-files
 //! limit it raises to hold thousands of connections, and the median of a few samples.
 
 use std::time::Duration;
@@ -25,13 +26,23 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
 
 /// The process's resident memory in KiB.
 pub fn rss_kb(pid: u32) -> Result<u64> {
+    status_kb(pid, "VmRSS")
+}
+
+/// The most resident memory the process has held at any time, in KiB.
+pub fn peak_rss_kb(pid: u32) -> Result<u64> {
+    status_kb(pid, "VmHWM")
+}
+
+/// A field of `/proc/PID/status` given in kB.
+fn status_kb(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmRSS in {path}"))
+        .with_context(|| format!("no {field} in {path}"))
 }
 
 /// Raises this process's open-files limit to at least `needed` (children inherit it) and

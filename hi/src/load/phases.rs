@@ -17,7 +17,7 @@ use ts_control::TailnetAddress;
 use url::Url;
 
 use super::client::Client;
-use super::measure::{cpu_time, median, rss_kb};
+use super::measure::{cpu_time, median, peak_rss_kb, rss_kb};
 use super::report::Measurements;
 use super::view::{Expectation, NodeFacts};
 use super::ControlServer;
@@ -119,10 +119,11 @@ pub async fn run(server: &dyn ControlServer, plan: &Plan) -> Result<Measurements
     );
 
     let rss_loaded_kb = rss_kb(pid)?;
+    let rss_peak_kb = peak_rss_kb(pid)?;
     let rss_kb_per_node = rss_loaded_kb.saturating_sub(rss_empty_kb) as f64 / plan.nodes as f64;
     println!(
         "memory: server RSS {rss_empty_kb} KiB with no nodes, {rss_loaded_kb} KiB with {} connected: \
-         {rss_kb_per_node:.1} KiB per node",
+         {rss_kb_per_node:.1} KiB per node; at most {rss_peak_kb} KiB at any time",
         plan.nodes
     );
 
@@ -145,6 +146,7 @@ pub async fn run(server: &dyn ControlServer, plan: &Plan) -> Result<Measurements
         rss_empty_kb,
         rss_loaded_kb,
         rss_kb_per_node,
+        rss_peak_kb,
     })
 }
 

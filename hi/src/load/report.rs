@@ -32,6 +32,8 @@ pub struct Measurements {
     pub rss_empty_kb: u64,
     pub rss_loaded_kb: u64,
     pub rss_kb_per_node: f64,
+    /// The server's peak resident memory over the whole run (the storm's, as a rule).
+    pub rss_peak_kb: u64,
 }
 
 impl Measurements {
@@ -63,8 +65,8 @@ impl Measurements {
                 self.cpu_us_per_change_per_peer, self.churn_changes
             ),
             format!(
-                "memory          {:>10.1} KiB per node (RSS {} → {} KiB)",
-                self.rss_kb_per_node, self.rss_empty_kb, self.rss_loaded_kb
+                "memory          {:>10.1} KiB per node (RSS {} → {} KiB; peak {} KiB)",
+                self.rss_kb_per_node, self.rss_empty_kb, self.rss_loaded_kb, self.rss_peak_kb
             ),
         ]
         .join("\n")
@@ -105,6 +107,7 @@ mod tests {
             rss_empty_kb: 1000,
             rss_loaded_kb: 1300,
             rss_kb_per_node: 100.0,
+            rss_peak_kb: 5000,
         };
         let v = m.json();
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
