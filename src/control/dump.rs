@@ -28,6 +28,11 @@ fn dir() -> Option<&'static PathBuf> {
     .as_ref()
 }
 
+/// Whether messages are being recorded.
+pub fn enabled() -> bool {
+    dir().is_some()
+}
+
 /// Records one message sent to `node`, if recording is on.
 pub fn record(node: NodeId, json: &[u8]) {
     let Some(dir) = dir() else { return };

@@ -6,6 +6,7 @@ pub mod dump;
 mod poll;
 mod register;
 mod upgrade;
+mod wire;
 
 use std::sync::Arc;
 

@@ -1,11 +1,10 @@
 //! `POST /machine/map` inside the Noise channel: one-off updates are applied and answered
 //! empty; a streaming request gets a full map, then deltas as the tailnet changes, framed as
-//! u32 little-endian length + JSON (zstd-compressed when the client asks), with keep-alives.
+//! in `wire`, with keep-alives.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::Utc;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -14,6 +13,7 @@ use rand::Rng;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use super::wire::MapFrame;
 use super::Control;
 use crate::http::{empty, text, Body};
 use crate::mapper::{full_map, SessionView};
@@ -63,47 +63,30 @@ pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -
     let now = Utc::now();
     let first = full_map(&snap, &me, &ctrl.map, now);
     let view = SessionView::new(id, &snap, &first, now);
-    let first = counted(MapKind::Full, encode(id, &first, zstd));
+    let first = counted(MapKind::Full, MapFrame::new(id, first, zstd));
     if let Err(e) = ctrl.state.connect(id).await {
         tracing::warn!(node = id, error = %e, "node vanished while connecting");
         return text(StatusCode::UNAUTHORIZED, "node was removed");
     }
     tracing::debug!(node = id, "map session started");
     let session = Session::new(ctrl.clone(), id, view, changes, zstd);
-    // The response body is the session: the connection asks it for the next message when it
+    // The response body is the session: the connection asks it for the next chunk when it
     // can send one, and dropping it (the client went away) ends the session.
-    let stream = futures_util::stream::unfold((Some(first), session), |(first, mut session)| async move {
-        let frame = match first {
-            Some(first) => first,
-            None => session.next_message().await?,
-        };
-        Some((Ok::<_, std::io::Error>(Frame::data(frame)), (None, session)))
+    let stream = futures_util::stream::unfold((first, session), |(mut message, mut session)| async move {
+        loop {
+            if let Some(chunk) = message.next_chunk() {
+                return Some((Ok::<_, std::io::Error>(Frame::data(chunk)), (message, session)));
+            }
+            message = session.next_message().await?;
+        }
     });
     let mut resp = Response::new(StreamBody::new(stream).boxed());
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
     resp
 }
 
-/// Frames one message for `node`: u32 LE length, then JSON (zstd-compressed if asked).
-/// The JSON is written after room for the length, so an uncompressed message (the usual
-/// case: tailscale-rs does not ask for zstd) is never copied.
-pub fn encode(node: NodeId, resp: &MapResponse, zstd: bool) -> Bytes {
-    let mut out = Vec::with_capacity(4 + resp.json_len_hint());
-    out.extend_from_slice(&[0u8; 4]);
-    serde_json::to_writer(&mut out, resp).expect("a MapResponse always serializes");
-    super::dump::record(node, &out[4..]);
-    if zstd {
-        let compressed = zstd::bulk::compress(&out[4..], 3).expect("zstd compresses in memory");
-        out.truncate(4);
-        out.extend_from_slice(&compressed);
-    }
-    let len = u32::try_from(out.len() - 4).expect("a map message is under 4 GiB");
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    Bytes::from(out)
-}
-
 /// Counts a framed map message in the metrics.
-fn counted(kind: MapKind, frame: Bytes) -> Bytes {
+fn counted(kind: MapKind, frame: MapFrame) -> MapFrame {
     metrics::map_sent(kind, frame.len());
     frame
 }
@@ -149,12 +132,12 @@ impl Session {
     /// The next framed message for the client: a delta once the tailnet changed in a way it
     /// sees, or a keep-alive. `None` ends the stream (the node was removed, or the server
     /// stops).
-    async fn next_message(&mut self) -> Option<Bytes> {
+    async fn next_message(&mut self) -> Option<MapFrame> {
         loop {
             tokio::select! {
                 _ = self.keepalive.tick() => {
                     let keepalive = MapResponse { keep_alive: true, ..Default::default() };
-                    return Some(counted(MapKind::KeepAlive, encode(self.id, &keepalive, self.zstd)));
+                    return Some(counted(MapKind::KeepAlive, MapFrame::new(self.id, keepalive, self.zstd)));
                 }
                 r = self.changes.recv() => if !take(&mut self.view, r) { return None },
             }
@@ -171,7 +154,7 @@ impl Session {
                     return None;
                 }
                 Some(delta) if delta.is_empty() => {}
-                Some(delta) => return Some(counted(MapKind::Delta, encode(self.id, &delta, self.zstd))),
+                Some(delta) => return Some(counted(MapKind::Delta, MapFrame::new(self.id, delta, self.zstd))),
             }
         }
     }
@@ -220,27 +203,5 @@ fn take(view: &mut SessionView, r: Result<Arc<crate::state::ChangeSet>, broadcas
             true
         }
         Err(broadcast::error::RecvError::Closed) => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decode(frame: &[u8], zstd: bool) -> serde_json::Value {
-        let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
-        assert_eq!(len, frame.len() - 4, "little-endian length prefix");
-        let payload = if zstd { zstd::decode_all(&frame[4..]).unwrap() } else { frame[4..].to_vec() };
-        serde_json::from_slice(&payload).unwrap()
-    }
-
-    #[test]
-    fn frames_plain_and_zstd_messages() {
-        let msg = MapResponse { keep_alive: true, domain: "example.test".into(), ..Default::default() };
-        for zstd in [false, true] {
-            let v = decode(&encode(1, &msg, zstd), zstd);
-            assert_eq!(v["KeepAlive"], true);
-            assert_eq!(v["Domain"], "example.test");
-        }
     }
 }
