@@ -27,6 +27,10 @@ const MAX_STREAMS: usize = 32;
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
 /// Response bytes queued for the socket before bodies are asked for more.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// The largest DATA frame sent, whatever larger size the client allows: with it a busy
+/// connection's write buffer stays below `WRITE_HIGH_WATER + DATA_FRAME + a frame head`, is
+/// allocated once at that size, and stays under the size glibc serves from fresh mappings.
+const DATA_FRAME: usize = 16 * 1024;
 /// A write buffer larger than this is freed once it has been sent, not kept for reuse.
 const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// How much is read from the transport at a time.
@@ -478,10 +482,10 @@ where
         let stream = &mut self.streams[i];
         let Phase::Sending { body, pending } = &mut stream.phase else { return (progress, false) };
         loop {
+            if self.write.len() - self.written >= WRITE_HIGH_WATER {
+                return (progress, false);
+            }
             if pending.is_empty() {
-                if self.write.len() - self.written >= WRITE_HIGH_WATER {
-                    return (progress, false);
-                }
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Pending => return (progress, false),
                     Poll::Ready(None) => {
@@ -503,13 +507,21 @@ where
                     }
                 }
             }
-            let n = pending.len().min(self.peer_max_frame).min(stream.send_window.min(self.send_window).max(0) as usize);
+            let window = stream.send_window.min(self.send_window).max(0) as usize;
+            let n = pending.len().min(self.peer_max_frame).min(DATA_FRAME).min(window);
             if n == 0 {
                 // Blocked on the client's window; its WINDOW_UPDATE wakes the connection.
                 return (progress, false);
             }
+            if self.write.capacity() < WRITE_HIGH_WATER {
+                self.write.reserve_exact((WRITE_HIGH_WATER + DATA_FRAME + frame::HEAD_LEN).saturating_sub(self.write.len()));
+            }
             frame::frame(&mut self.write, frame::DATA, 0, id, &pending[..n]);
             pending.advance(n);
+            if pending.is_empty() {
+                // Let go of the chunk: a long poll may wait hours for its next message.
+                *pending = Bytes::new();
+            }
             stream.send_window -= n as i64;
             self.send_window -= n as i64;
             progress = true;

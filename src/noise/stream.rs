@@ -181,6 +181,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
         // Seal as many whole records as one batch holds, so a large message costs one write
         // to the socket per batch rather than one per 4 KiB record.
         let n = buf.len().min(WRITE_BATCH);
+        // The batch's room at once: growing by doubling would copy it several times.
+        this.outgoing.reserve(n.div_ceil(MAX_PLAINTEXT_LEN) * MAX_FRAME_LEN);
         for chunk in buf[..n].chunks(MAX_PLAINTEXT_LEN) {
             seal(&mut this.tx, chunk, &mut this.outgoing)?;
         }
