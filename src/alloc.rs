@@ -1,9 +1,9 @@
-//! Allocator settings for a long-running server. A map session's full map is one large buffer
-//! (about 500 bytes per peer, uncompressed for clients that do not ask for zstd) that lives
-//! until the client has read it; a reconnect storm makes one per node at once. glibc's malloc
-//! raises its mmap threshold after the first such buffer is freed and from then on keeps them
-//! in heaps it rarely returns, so the storm's peak would stay resident for good. A fixed
-//! threshold keeps large buffers in their own mappings, returned to the system when freed.
+//! Allocator settings for a long-running server. Some buffers are large and short-lived (a
+//! whole map assembled for a client that asks for zstd, about 600 bytes per peer before
+//! compression; policy compilation's tables). glibc's malloc raises its mmap threshold after
+//! the first such buffer is freed and from then on keeps them in heaps it rarely returns, so
+//! a load peak would stay resident for good. A fixed threshold keeps large buffers in their
+//! own mappings, returned to the system when freed.
 //! Smaller blocks freed in the middle of a heap (connections that come and go) keep their
 //! pages resident too, since glibc only shrinks a heap from its top; a background task hands
 //! those pages back every few seconds (`malloc_trim`).

@@ -243,13 +243,6 @@ impl MapResponse {
             && self.ssh_policy.is_none()
             && self.user_profiles.is_empty()
     }
-
-    /// About how long its JSON is: the serialized peers it carries plus room for the rest, so
-    /// the buffer it is written into is allocated once.
-    pub fn json_len_hint(&self) -> usize {
-        let peers = self.peers.iter().flatten().chain(&self.peers_changed);
-        peers.map(|p| p.0.get().len() + 1).sum::<usize>() + 4096
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use futures_util::{Stream, StreamExt};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
@@ -85,8 +85,15 @@ async fn next_frame(reader: &mut (impl AsyncRead + Unpin)) -> Result<Option<MapU
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e).context("reading a map message's length"),
     };
-    let mut json = vec![0; len as usize];
-    reader.read_exact(&mut json).await.with_context(|| format!("reading a map message of {len} bytes"))?;
+    // Read into spare capacity: a full map is about a megabyte, not worth zeroing first.
+    let mut json = Vec::with_capacity(len as usize);
+    while json.len() < len as usize {
+        let left = (len as usize - json.len()) as u64;
+        let n = (&mut *reader).take(left).read_buf(&mut json).await.context("reading a map message")?;
+        if n == 0 {
+            bail!("the stream ended {left} bytes before the end of a map message of {len} bytes");
+        }
+    }
     let wire: WireResponse = serde_json::from_slice(&json).context("decoding a MapResponse")?;
     Ok(Some(wire.into()))
 }
@@ -190,6 +197,16 @@ mod tests {
         let (strict, lax) = both(&responses).await;
         assert_eq!(strict.len(), 4);
         assert_eq!(strict, lax);
+    }
+
+    #[tokio::test]
+    async fn the_minimal_decoder_reports_a_message_cut_short() {
+        let mut wire = frames(&[json!({"KeepAlive": true})]).into_inner();
+        wire.truncate(wire.len() - 3);
+        let mut decoded = std::pin::pin!(updates(std::io::Cursor::new(wire), false));
+        let err = decoded.next().await.expect("an item").expect_err("a cut message");
+        assert!(format!("{err:#}").contains("3 bytes before the end"), "{err:#}");
+        assert!(decoded.next().await.is_none());
     }
 
     #[tokio::test]
