@@ -219,6 +219,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the lists and fields, the chunks join into the message serde would write
+        /// whole, and no chunk but one that holds a single large node exceeds a chunk's room.
+        #[test]
+        fn chunks_join_into_the_whole_message(
+            peers in proptest::option::of(proptest::collection::vec(0usize..3000, 0..60)),
+            changed in proptest::collection::vec(0usize..3000, 0..20),
+            keep_alive: bool,
+            domain in "[a-z.]{0,12}",
+        ) {
+            let nodes = |sizes: &[usize], first: u64| -> Vec<RawNode> {
+                sizes.iter().enumerate().map(|(i, &pad)| raw(first + i as u64, pad)).collect()
+            };
+            let msg = MapResponse {
+                keep_alive,
+                domain,
+                peers: peers.as_deref().map(|p| nodes(p, 1)),
+                peers_changed: nodes(&changed, 1000),
+                ..Default::default()
+            };
+            let whole = serde_json::to_value(&msg).unwrap();
+            let mut frame = MapFrame::new(1, msg, false);
+            let mut chunks = Vec::new();
+            while let Some(chunk) = frame.next_chunk() {
+                chunks.push(chunk);
+            }
+            proptest::prop_assert!(chunks.iter().all(|c| c.len() < CHUNK + 3100));
+            let (v, _) = decode(MapFrame { len: frame.len(), body: Body::Whole(Some(chunks.concat().into())) }, false);
+            proptest::prop_assert_eq!(v, whole);
+        }
+    }
+
     #[test]
     fn empty_lists_and_objects_stay_valid_json() {
         let (v, _) = decode(MapFrame::new(1, MapResponse { peers: Some(Vec::new()), ..Default::default() }, false), false);
