@@ -25,14 +25,13 @@ use crate::http::{text, Body};
 const MAX_STREAMS: usize = 32;
 /// The largest header block accepted (all its CONTINUATION frames together).
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
-/// Response bytes queued for the socket before bodies are asked for more.
-const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// The largest DATA frame sent, whatever larger size the client allows: with it a busy
-/// connection's write buffer stays below `WRITE_HIGH_WATER + DATA_FRAME + a frame head`, is
-/// allocated once at that size, and stays under the size glibc serves from fresh mappings.
+/// Response bytes queued for the socket before bodies are asked for more. A connection whose
+/// client reads slowly holds about this much here, up to as much again in sealed records,
+/// and the body's current chunk: in a reconnect storm, thousands of connections at once.
+const WRITE_HIGH_WATER: usize = 32 * 1024;
+/// The largest DATA frame sent, whatever larger size the client allows, so that a busy
+/// connection's write buffer stays below `WRITE_HIGH_WATER + DATA_FRAME + a frame head`.
 const DATA_FRAME: usize = 16 * 1024;
-/// A write buffer larger than this is freed once it has been sent, not kept for reuse.
-const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// How much is read from the transport at a time.
 const READ_CHUNK: usize = 4096;
 
@@ -513,9 +512,11 @@ where
                 // Blocked on the client's window; its WINDOW_UPDATE wakes the connection.
                 return (progress, false);
             }
-            if self.write.capacity() < WRITE_HIGH_WATER {
-                self.write.reserve_exact((WRITE_HIGH_WATER + DATA_FRAME + frame::HEAD_LEN).saturating_sub(self.write.len()));
-            }
+            // Room for what this body has at hand, up to the most the buffer holds, at once
+            // rather than by doubling (which copies what is queued each time).
+            let frames = pending.len().div_ceil(DATA_FRAME);
+            let wanted = (self.write.len() + pending.len() + frames * frame::HEAD_LEN).min(WRITE_HIGH_WATER + DATA_FRAME + frame::HEAD_LEN);
+            self.write.reserve_exact(wanted.saturating_sub(self.write.len()));
             frame::frame(&mut self.write, frame::DATA, 0, id, &pending[..n]);
             pending.advance(n);
             if pending.is_empty() {
@@ -560,11 +561,9 @@ where
             }
         }
         if wrote || self.written > 0 {
-            if self.write.capacity() > KEEP_WRITE_BUFFER {
-                self.write = Vec::new();
-            } else {
-                self.write.clear();
-            }
+            // Everything was sent: an idle connection (most of them, most of the time) keeps
+            // no write buffer; the next write allocates one sized for what it queues.
+            self.write = Vec::new();
             self.written = 0;
         }
         match Pin::new(&mut self.io).poll_flush(cx) {

@@ -126,11 +126,9 @@ impl<IO: AsyncWrite + Unpin> NoiseStream<IO> {
             }
             self.written += n;
         }
-        // An idle connection keeps no batch-sized buffer.
-        if self.outgoing.capacity() > MAX_FRAME_LEN {
+        // An idle connection keeps no buffer.
+        if self.outgoing.capacity() > 0 {
             self.outgoing = Vec::new();
-        } else {
-            self.outgoing.clear();
         }
         self.written = 0;
         Poll::Ready(Ok(()))
