@@ -1,8 +1,8 @@
 //! Map messages as they go on the wire: u32 little-endian length, then the JSON (zstd-compressed
 //! when the client asks). An uncompressed message is handed out in chunks of about `CHUNK`
-//! bytes (one HTTP/2 DATA frame), built as the connection can take them from the peers' cached JSON, so a full map
-//! for thousands of peers (about 600 bytes each; tailscale-rs does not ask for zstd) never
-//! exists as one buffer. In a reconnect storm that is the difference between one buffer per
+//! bytes (one HTTP/2 DATA frame), built as the connection can take them from the peers'
+//! cached JSON, so a full map for thousands of peers (about 600 bytes each; tailscale-rs does
+//! not ask for zstd) never exists as one buffer. In a reconnect storm that is the difference between one buffer per
 //! connected node, in fresh pages the kernel must map and zero, and a few reused ones.
 
 use std::io::Write;
@@ -14,6 +14,8 @@ use crate::tailcfg::{MapResponse, RawNode};
 
 /// About how many bytes one chunk holds.
 const CHUNK: usize = 16 * 1024;
+/// Room for the node that crosses `CHUNK`, in the usual case.
+const SLACK: usize = 4096;
 
 /// A list of serialized nodes spliced into the message's JSON object under `key`.
 #[derive(Debug)]
@@ -34,6 +36,8 @@ impl List {
 #[derive(Debug)]
 pub struct MapFrame {
     len: usize,
+    /// How much of it was handed out.
+    sent: usize,
     body: Body,
 }
 
@@ -70,7 +74,7 @@ impl MapFrame {
         let rest = object[1..object.len() - 1].to_vec();
         let separators = (lists.len() + usize::from(!rest.is_empty())).saturating_sub(1);
         let len = 2 + lists.iter().map(List::len).sum::<usize>() + separators + rest.len();
-        let mut frame = MapFrame { len: 4 + len, body: Body::Spliced { lists, rest, at: None } };
+        let mut frame = MapFrame { len: 4 + len, sent: 0, body: Body::Spliced { lists, rest, at: None } };
         if zstd || super::dump::enabled() {
             let json = frame.json();
             super::dump::record(node, &json);
@@ -88,7 +92,7 @@ impl MapFrame {
         let mut out = Vec::with_capacity(4 + payload.len());
         out.extend_from_slice(&prefix(payload.len()));
         out.extend_from_slice(payload);
-        MapFrame { len: out.len(), body: Body::Whole(Some(Bytes::from(out))) }
+        MapFrame { len: out.len(), sent: 0, body: Body::Whole(Some(Bytes::from(out))) }
     }
 
     /// Its length on the wire, prefix included.
@@ -108,10 +112,14 @@ impl MapFrame {
     /// The next chunk; `None` once all of it was handed out.
     pub fn next_chunk(&mut self) -> Option<Bytes> {
         let (lists, rest, at) = match &mut self.body {
-            Body::Whole(whole) => return whole.take(),
+            Body::Whole(whole) => {
+                let chunk = whole.take();
+                self.sent += chunk.as_ref().map_or(0, Bytes::len);
+                return chunk;
+            }
             Body::Spliced { lists, rest, at } => (lists, rest, at),
         };
-        let mut out = Vec::with_capacity(CHUNK + 1024);
+        let mut out = Vec::with_capacity((self.len - self.sent).min(CHUNK + SLACK));
         let Cursor { mut list, mut node } = *at.get_or_insert_with(|| {
             out.extend_from_slice(&prefix(self.len - 4));
             out.push(b'{');
@@ -127,6 +135,7 @@ impl MapFrame {
                 }
                 out.push(b'}');
                 self.body = Body::Whole(None);
+                self.sent += out.len();
                 return Some(Bytes::from(out));
             };
             if node == 0 {
@@ -148,6 +157,7 @@ impl MapFrame {
             }
         }
         *at = Some(Cursor { list, node });
+        self.sent += out.len();
         Some(Bytes::from(out))
     }
 }
@@ -182,6 +192,7 @@ mod tests {
         }
         assert_eq!(wire.len(), frame.len(), "the stated length");
         assert!(matches!(frame.body, Body::Whole(None)), "a sent message holds nothing");
+        assert_eq!(frame.sent, frame.len());
         let len = u32::from_le_bytes(wire[..4].try_into().unwrap()) as usize;
         assert_eq!(len, wire.len() - 4, "little-endian length prefix");
         let payload = if zstd { zstd::decode_all(&wire[4..]).unwrap() } else { wire[4..].to_vec() };
@@ -246,7 +257,7 @@ mod tests {
                 chunks.push(chunk);
             }
             proptest::prop_assert!(chunks.iter().all(|c| c.len() < CHUNK + 3100));
-            let (v, _) = decode(MapFrame { len: frame.len(), body: Body::Whole(Some(chunks.concat().into())) }, false);
+            let (v, _) = decode(MapFrame { len: frame.len(), sent: 0, body: Body::Whole(Some(chunks.concat().into())) }, false);
             proptest::prop_assert_eq!(v, whole);
         }
     }
