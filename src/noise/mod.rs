@@ -1,9 +1,11 @@
 //! ts2021: the Noise IK handshake that opens the control channel, and the record layer that
 //! carries HTTP/2 inside it. Tailscale's record layer is its own (big-endian nonces, 4 KiB
-//! frames), so snow runs the handshake and the records are sealed here.
+//! frames), so snow runs the handshake (with X25519 from aws-lc) and the records are sealed
+//! here.
 
 mod handshake;
 mod stream;
+pub mod x25519;
 
 pub use handshake::{accept, early_payload, Accepted, Initiation, INITIATION_LEN};
 pub use stream::{decode_frames, NoiseStream, MAX_FRAME_LEN, MAX_PLAINTEXT_LEN};

@@ -120,7 +120,7 @@ impl PrivateKey {
 
     /// The X25519 public key of this private key.
     pub fn public(&self) -> [u8; 32] {
-        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(self.0)).to_bytes()
+        crate::noise::x25519::public_key(&self.0)
     }
 }
 
