@@ -144,7 +144,9 @@ impl MapFrame {
                 }
                 write!(out, "\"{}\":[", l.key).expect("writing to a Vec");
             }
-            while node < l.nodes.len() && out.len() < CHUNK {
+            // A list's first node goes in the chunk that opens the list: a cursor before a
+            // list's first node means its key is not written yet.
+            while node < l.nodes.len() && (out.len() < CHUNK || node == 0) {
                 if node > 0 {
                     out.push(b',');
                 }
@@ -228,6 +230,18 @@ mod tests {
             // 400 peers of about 230 bytes: about 92 KB, in chunks of about 16 KiB.
             assert_eq!(chunks, if zstd { 1 } else { 6 });
         }
+    }
+
+    #[test]
+    fn a_list_opened_at_the_end_of_a_chunk_is_opened_once() {
+        // Prefix (4), `{`, `"Peers":[`, a node of 16,368 bytes and `]` end one byte short of
+        // a chunk: the next list's key then fills the chunk.
+        let node = raw(1, CHUNK - 34);
+        assert_eq!(4 + 1 + 9 + node.0.get().len() + 1, CHUNK - 1);
+        let msg = MapResponse { peers: Some(vec![node]), peers_changed: vec![raw(2, 10)], ..Default::default() };
+        let (v, chunks) = decode(MapFrame::new(1, msg, false), false);
+        assert_eq!(v["PeersChanged"][0]["ID"], 2);
+        assert_eq!(chunks, 2);
     }
 
     proptest::proptest! {
