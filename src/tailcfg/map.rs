@@ -5,18 +5,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use super::{is_default, DerpMap, DiscoKey, FilterRule, Hostinfo, MachineKey, NodeKey, SshPolicy};
-
-/// Reads an optional time, treating Go's zero time (year 1) as absent.
-pub(crate) fn de_opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    let t = Option::<DateTime<Utc>>::deserialize(d)?;
-    Ok(t.filter(|t| t.year() > 1))
-}
+use super::{is_default, time, DerpMap, DiscoKey, FilterRule, Hostinfo, MachineKey, NodeKey, SshPolicy};
 
 /// A client's map request: a streaming poll, or a one-off update of its endpoints and Hostinfo.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -92,7 +86,7 @@ pub struct Node {
     pub user: u64,
     #[serde(rename = "Key")]
     pub key: NodeKey,
-    #[serde(rename = "KeyExpiry", skip_serializing_if = "Option::is_none", default, deserialize_with = "de_opt_time")]
+    #[serde(rename = "KeyExpiry", skip_serializing_if = "Option::is_none", default, serialize_with = "time::ser_opt", deserialize_with = "time::de_opt")]
     pub key_expiry: Option<DateTime<Utc>>,
     #[serde(rename = "Machine")]
     pub machine: MachineKey,
@@ -109,7 +103,7 @@ pub struct Node {
     pub home_derp: i32,
     #[serde(rename = "Hostinfo", skip_serializing_if = "Option::is_none", default)]
     pub hostinfo: Option<Hostinfo>,
-    #[serde(rename = "Created")]
+    #[serde(rename = "Created", serialize_with = "time::ser")]
     pub created: DateTime<Utc>,
     #[serde(rename = "Cap", skip_serializing_if = "is_default", default)]
     pub cap: u16,
@@ -117,7 +111,7 @@ pub struct Node {
     pub tags: Vec<String>,
     #[serde(rename = "PrimaryRoutes", skip_serializing_if = "Vec::is_empty", default)]
     pub primary_routes: Vec<IpNet>,
-    #[serde(rename = "LastSeen", skip_serializing_if = "Option::is_none", default, deserialize_with = "de_opt_time")]
+    #[serde(rename = "LastSeen", skip_serializing_if = "Option::is_none", default, serialize_with = "time::ser_opt", deserialize_with = "time::de_opt")]
     pub last_seen: Option<DateTime<Utc>>,
     #[serde(rename = "Online", skip_serializing_if = "Option::is_none", default)]
     pub online: Option<bool>,
@@ -168,9 +162,9 @@ pub struct PeerChange {
     pub disco_key: Option<DiscoKey>,
     #[serde(rename = "Online", skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
-    #[serde(rename = "LastSeen", skip_serializing_if = "Option::is_none", deserialize_with = "de_opt_time")]
+    #[serde(rename = "LastSeen", skip_serializing_if = "Option::is_none", serialize_with = "time::ser_opt", deserialize_with = "time::de_opt")]
     pub last_seen: Option<DateTime<Utc>>,
-    #[serde(rename = "KeyExpiry", skip_serializing_if = "Option::is_none", deserialize_with = "de_opt_time")]
+    #[serde(rename = "KeyExpiry", skip_serializing_if = "Option::is_none", serialize_with = "time::ser_opt", deserialize_with = "time::de_opt")]
     pub key_expiry: Option<DateTime<Utc>>,
 }
 
@@ -224,7 +218,7 @@ pub struct MapResponse {
     /// `None` keeps the client's current SSH rules; an empty policy removes them.
     #[serde(rename = "SSHPolicy", skip_serializing_if = "Option::is_none")]
     pub ssh_policy: Option<Arc<SshPolicy>>,
-    #[serde(rename = "ControlTime", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ControlTime", skip_serializing_if = "Option::is_none", serialize_with = "time::ser_opt")]
     pub control_time: Option<DateTime<Utc>>,
 }
 

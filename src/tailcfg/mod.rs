@@ -10,6 +10,7 @@ mod hostinfo;
 mod keys;
 mod map;
 mod register;
+mod time;
 
 pub use derp_map::{DerpMap, DerpNode, DerpRegion};
 pub use filter::{CapGrant, FilterRule, IpProto, NetPortRange, PortRange, SshAction, SshPolicy, SshPrincipal, SshRule};

@@ -28,7 +28,7 @@ pub struct RegisterRequest {
     #[serde(rename = "Auth", skip_serializing_if = "Option::is_none")]
     pub auth: Option<RegisterAuth>,
     /// A time in the past asks for a logout.
-    #[serde(rename = "Expiry", skip_serializing_if = "Option::is_none", deserialize_with = "super::map::de_opt_time")]
+    #[serde(rename = "Expiry", skip_serializing_if = "Option::is_none", deserialize_with = "super::time::de_opt")]
     pub expiry: Option<DateTime<Utc>>,
     #[serde(rename = "Followup", skip_serializing_if = "String::is_empty")]
     pub followup: String,
