@@ -47,7 +47,12 @@ impl SessionView {
     pub fn new(me: NodeId, snap: &Snapshot, first: &MapResponse, now: DateTime<Utc>) -> Self {
         let rules = snap.policy.rules(me);
         let known = match snap.node(me) {
-            Some(e) => compact(snap.nodes.values().filter(|p| shows(&rules, e, p, now)).map(|p| p.node.id).collect()),
+            Some(e) => {
+                // The snapshot holds nodes in id order, from which roaring builds the set by
+                // appending instead of searching for each id's place.
+                let ids = snap.nodes.values().filter(|p| shows(&rules, e, p, now)).map(|p| p.node.id);
+                compact(RoaringTreemap::from_sorted_iter(ids).expect("the snapshot holds nodes in id order"))
+            }
             None => RoaringTreemap::new(),
         };
         SessionView {
