@@ -512,10 +512,15 @@ where
                 // Blocked on the client's window; its WINDOW_UPDATE wakes the connection.
                 return (progress, false);
             }
-            // Room for what this body has at hand, up to the most the buffer holds, at once
-            // rather than by doubling (which copies what is queued each time).
+            // Room at once rather than by doubling, which copies what is queued each time: for
+            // what this body has at hand, or, when that is a whole frame's worth (a large
+            // message, whose next chunks follow), for the most the buffer holds.
+            let most = WRITE_HIGH_WATER + DATA_FRAME + frame::HEAD_LEN;
             let frames = pending.len().div_ceil(DATA_FRAME);
-            let wanted = (self.write.len() + pending.len() + frames * frame::HEAD_LEN).min(WRITE_HIGH_WATER + DATA_FRAME + frame::HEAD_LEN);
+            let wanted = match pending.len() >= DATA_FRAME {
+                true => most,
+                false => (self.write.len() + pending.len() + frames * frame::HEAD_LEN).min(most),
+            };
             self.write.reserve_exact(wanted.saturating_sub(self.write.len()));
             frame::frame(&mut self.write, frame::DATA, 0, id, &pending[..n]);
             pending.advance(n);
