@@ -173,29 +173,32 @@ impl MapView {
     }
 
     fn recheck_all(&mut self, expected: &Expectation) {
-        let ids: BTreeSet<NodeId> = expected.nodes.keys().chain(self.peers.keys()).copied().collect();
-        self.wrong.clear();
-        for id in ids {
-            self.recheck(id, expected);
-        }
+        // Usually nothing is wrong: the set is built from what is, not node by node.
+        let missing_or_different = expected.nodes.keys().filter(|&&id| !self.is_right(id, expected));
+        let unexpected = self.peers.keys().filter(|id| !expected.nodes.contains_key(id));
+        self.wrong = missing_or_different.chain(unexpected).copied().collect();
     }
 
     fn recheck(&mut self, id: NodeId, expected: &Expectation) {
-        let want = expected.node(id);
-        let right = if id == self.me {
-            !self.peers.contains_key(&id)
-                && matches!((&self.own, want), (Some((got, address)), Some(facts)) if *got == id && *address == facts.address)
-        } else {
-            match (self.peers.get(&id), want) {
-                (None, None) => true,
-                (Some(held), Some(facts)) => held.agrees_with(facts),
-                _ => false,
-            }
-        };
+        let right = self.is_right(id, expected);
         if right {
             self.wrong.remove(&id);
         } else {
             self.wrong.insert(id);
+        }
+    }
+
+    /// Whether the view holds node `id` as `expected` says (or, not expected, does not hold it).
+    fn is_right(&self, id: NodeId, expected: &Expectation) -> bool {
+        let want = expected.node(id);
+        if id == self.me {
+            return !self.peers.contains_key(&id)
+                && matches!((&self.own, want), (Some((got, address)), Some(facts)) if *got == id && *address == facts.address);
+        }
+        match (self.peers.get(&id), want) {
+            (None, None) => true,
+            (Some(held), Some(facts)) => held.agrees_with(facts),
+            _ => false,
         }
     }
 }
