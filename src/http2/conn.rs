@@ -517,9 +517,10 @@ where
             // message, whose next chunks follow), for the most the buffer holds.
             let most = WRITE_HIGH_WATER + DATA_FRAME + frame::HEAD_LEN;
             let frames = pending.len().div_ceil(DATA_FRAME);
-            let wanted = match pending.len() >= DATA_FRAME {
-                true => most,
-                false => (self.write.len() + pending.len() + frames * frame::HEAD_LEN).min(most),
+            let wanted = if pending.len() >= DATA_FRAME {
+                most
+            } else {
+                (self.write.len() + pending.len() + frames * frame::HEAD_LEN).min(most)
             };
             self.write.reserve_exact(wanted.saturating_sub(self.write.len()));
             frame::frame(&mut self.write, frame::DATA, 0, id, &pending[..n]);
