@@ -240,6 +240,8 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             base_domain: config.dns.base_domain.clone(),
             derp_map,
             dns: dns_config(&config),
+            // As Headscale does: a client uploads its logs to Tailscale only if logtail is on.
+            debug: (!config.logtail.enabled).then_some(crate::tailcfg::ClientDebug { disable_log_tail: true }),
         },
     });
     let router = Arc::new(Router { control, derp: derp_server.clone() });

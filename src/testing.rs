@@ -108,7 +108,12 @@ pub fn context() -> MapContext {
             }],
         },
     );
-    MapContext { base_domain: "tailnet.test".into(), derp_map: Arc::new(derp), dns: None }
+    MapContext {
+        base_domain: "tailnet.test".into(),
+        derp_map: Arc::new(derp),
+        dns: None,
+        debug: Some(crate::tailcfg::ClientDebug { disable_log_tail: true }),
+    }
 }
 
 /// `next`, a changed copy of `prev`, with `prev`'s policy compiled for it the way the

@@ -23,6 +23,8 @@ pub struct MapContext {
     pub base_domain: String,
     pub derp_map: Arc<DerpMap>,
     pub dns: Option<Arc<DnsConfig>>,
+    /// Sent in every full map: `DisableLogTail` unless the configuration enables logtail.
+    pub debug: Option<tailcfg::ClientDebug>,
 }
 
 impl MapContext {
@@ -146,6 +148,7 @@ pub fn full_map(snap: &Snapshot, me: &NodeEntry, ctx: &MapContext, now: DateTime
         ssh_policy: rules.ssh.clone(),
         user_profiles: user_profiles(snap, std::iter::once(owner(me)).chain(peers.iter().map(|p| owner(p)))),
         control_time: Some(now),
+        debug: ctx.debug,
         ..Default::default()
     }
 }

@@ -220,6 +220,17 @@ pub struct MapResponse {
     pub ssh_policy: Option<Arc<SshPolicy>>,
     #[serde(rename = "ControlTime", skip_serializing_if = "Option::is_none", serialize_with = "time::ser_opt")]
     pub control_time: Option<DateTime<Utc>>,
+    /// Switches for the client's own behaviour; only in a full map.
+    #[serde(rename = "Debug", skip_serializing_if = "Option::is_none")]
+    pub debug: Option<ClientDebug>,
+}
+
+/// `MapResponse.Debug`: what the control server asks of the client itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientDebug {
+    /// Stop uploading logs to Tailscale's log service (Headscale's `logtail.enabled: false`).
+    #[serde(rename = "DisableLogTail", default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable_log_tail: bool,
 }
 
 impl MapResponse {

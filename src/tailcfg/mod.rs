@@ -16,7 +16,7 @@ pub use derp_map::{DerpMap, DerpNode, DerpRegion};
 pub use filter::{CapGrant, FilterRule, IpProto, NetPortRange, PortRange, SshAction, SshPolicy, SshPrincipal, SshRule};
 pub use hostinfo::{Hostinfo, NetInfo};
 pub use keys::{DiscoKey, KeyParseError, MachineKey, NlKey, NodeKey, PrivateKey};
-pub use map::{MapRequest, MapResponse, Node, PeerChange, RawNode, UserProfile, DnsConfig, DnsResolver};
+pub use map::{ClientDebug, MapRequest, MapResponse, Node, PeerChange, RawNode, UserProfile, DnsConfig, DnsResolver};
 pub use register::{RegisterAuth, RegisterRequest, RegisterResponse, RegisterUser, RegisterLogin};
 
 /// The capability version this server speaks (tailscale-rs 0.6.1 sends 130).
