@@ -1,5 +1,7 @@
-//! What a scenario leaves behind in `control_logs/<timestamp>-<scenario>/`: the server log,
-//! each client's log and final status (its own and what it sees of every other client), the
+//! What a scenario leaves behind in `control_logs/<timestamp>-<scenario>-<client>/`: the server
+//! log, each client's log (an official client's holds every MapRequest it sent and
+//! MapResponse it decoded) and final status (its own and what it sees of every other client;
+//! an official client's whole map too, in `NAME.netmap.json`), the
 //! database (the SQLite files copied out of the server container, or a `pg_dump` and the
 //! PostgreSQL log), every MapResponse the server recorded (when it was asked to and supports it), the health
 //! and metrics pages, and `result.txt` with the verdict.
@@ -82,7 +84,11 @@ async fn client_statuses(world: &DockerWorld, dir: &Path) -> Result<()> {
                     .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
                 peers.insert(other.clone(), seen);
             }
-            json!({ "container": c.container, "ip": c.ip, "status": status, "peers": peers })
+            if c.kind == integration::scenario::ClientKind::Go {
+                let map = world.ask(name, &Request::NetMap).await.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+                write(dir, &format!("{name}.netmap.json"), serde_json::to_string_pretty(&map)?)?;
+            }
+            json!({ "container": c.container, "ip": c.ip, "client": c.kind.name(), "status": status, "peers": peers })
         } else {
             json!({ "container": c.container, "ip": c.ip, "status": "stopped" })
         };

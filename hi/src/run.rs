@@ -1,5 +1,7 @@
-//! `hi run PATTERN…`: build the binaries and the images, then run each matching scenario in a
-//! fresh Docker world, collect its artifacts, tear it down (unless `--keep`), and report.
+//! `hi run PATTERN…`: build the binaries and the images, then run each matching scenario with
+//! each chosen client (the official Go client and tailscale-rs unless `--client` narrows it)
+//! in a fresh Docker world, collect its artifacts, tear it down (unless `--keep`), and end
+//! with a table of scenario × client × engine.
 //! Ctrl-C removes this run's containers and networks before exiting. If the server cannot run
 //! on PostgreSQL (`--postgres`), the run stops at the first scenario with the server's message.
 
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use integration::scenario::{glob_match, skip_if_unsupported, Scenario, Tailnet, Verdict};
+use integration::scenario::{glob_match, skip_if_unsupported, ClientKind, Scenario, Tailnet, Verdict};
 use integration::scenarios;
 
 use crate::world::{DockerWorld, PostgresUnusable};
@@ -28,6 +30,10 @@ pub struct RunArgs {
     /// PostgreSQL server installation, Debian's `postgresql` package).
     #[arg(long)]
     postgres: bool,
+    /// Run only with this client (`go`: the official Go client; `rs`: tailscale-rs); may be
+    /// given twice. Both by default.
+    #[arg(long = "client")]
+    clients: Vec<ClientKind>,
     /// Build the binaries with `--release` (the default debug build shares its artifacts with
     /// `cargo build` and `cargo test`, so it is much quicker from a warm tree).
     #[arg(long)]
@@ -42,6 +48,15 @@ enum Outcome {
     Passed,
     Skipped(String),
     Failed(String),
+}
+
+/// One scenario run with one client, and what it noted.
+struct Row {
+    scenario: &'static str,
+    client: ClientKind,
+    outcome: Outcome,
+    notes: Vec<String>,
+    took: Duration,
 }
 
 /// Runs the matching scenarios; the exit code is a failure if any failed.
@@ -71,54 +86,84 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     };
 
     let root = image::workspace_root();
-    let mut results = Vec::new();
-    for (i, scenario) in chosen.iter().enumerate() {
+    let clients = if args.clients.is_empty() { ClientKind::ALL.to_vec() } else { args.clients.clone() };
+    let runs: Vec<(&Scenario, ClientKind)> =
+        chosen.iter().flat_map(|s| clients.iter().map(move |c| (*s, *c))).collect();
+    let engine = if args.postgres { "postgres" } else { "sqlite" };
+    let mut rows = Vec::new();
+    for (i, (scenario, client)) in runs.iter().enumerate() {
         let started = chrono::Local::now();
-        let dir = artifacts::scenario_dir(&root, started, scenario.name)?;
-        println!("== {} ({}/{}): {}", scenario.name, i + 1, chosen.len(), scenario.about);
-        let prefix = format!("hi-{run_id}-{i}");
+        let label = format!("{}-{client}", scenario.name);
+        let dir = artifacts::scenario_dir(&root, started, &label)?;
+        println!(
+            "== {} with {client} ({}/{}, {:.0?} so far): {}",
+            scenario.name,
+            i + 1,
+            runs.len(),
+            t0.elapsed(),
+            scenario.about
+        );
         let clock = Instant::now();
-        let world = WorldSpec { run: &run_id, prefix: &prefix, image: &tag, postgres: pg_image.as_deref() };
-        let outcome = tokio::select! {
-            o = run_one(&docker, &world, scenario, &dir, args.keep) => match o {
-                Ok(o) => o,
-                Err(e) => {
-                    std::fs::write(dir.join("result.txt"), format!("ABORTED {}: {e:#}\n", scenario.name))?;
-                    return Err(e);
+        let (outcome, notes) = match scenario.cannot_run_with(*client) {
+            Some(why) => (Outcome::Skipped(format!("not with the {client} client: {why}")), Vec::new()),
+            None => {
+                let prefix = format!("hi-{run_id}-{i}");
+                let world = WorldSpec { run: &run_id, prefix: &prefix, image: &tag, postgres: pg_image.as_deref() };
+                tokio::select! {
+                    o = run_one(&docker, &world, scenario, *client, &dir, args.keep) => match o {
+                        Ok(o) => o,
+                        Err(e) => {
+                            std::fs::write(dir.join("result.txt"), format!("ABORTED {label}: {e:#}\n"))?;
+                            return Err(e);
+                        }
+                    },
+                    _ = tokio::signal::ctrl_c() => {
+                        eprintln!("interrupted: removing this run's containers and networks");
+                        docker::cleanup(&docker, Some(&run_id), false).await?;
+                        return Ok(ExitCode::from(130));
+                    }
                 }
-            },
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted: removing this run's containers and networks");
-                docker::cleanup(&docker, Some(&run_id), false).await?;
-                return Ok(ExitCode::from(130));
             }
         };
         let took = clock.elapsed();
         let line = match &outcome {
-            Outcome::Passed => format!("PASS {} in {took:.1?}", scenario.name),
-            Outcome::Skipped(why) => format!("SKIP {} in {took:.1?}: {why}", scenario.name),
-            Outcome::Failed(why) => format!("FAIL {} in {took:.1?}: {why}", scenario.name),
+            Outcome::Passed => format!("PASS {label} in {took:.1?}"),
+            Outcome::Skipped(why) => format!("SKIP {label} in {took:.1?}: {why}"),
+            Outcome::Failed(why) => format!("FAIL {label} in {took:.1?}: {why}"),
         };
-        println!("{line}\n   artifacts: {}", dir.display());
-        std::fs::write(dir.join("result.txt"), format!("{line}\n")).context("writing result.txt")?;
-        results.push((scenario.name, outcome, took));
+        let mut report = line.clone();
+        for n in &notes {
+            report.push_str(&format!("\n   note: {n}"));
+        }
+        println!("{report}\n   artifacts: {}", dir.display());
+        std::fs::write(dir.join("result.txt"), format!("{report}\n")).context("writing result.txt")?;
+        rows.push(Row { scenario: scenario.name, client: *client, outcome, notes, took });
     }
 
-    let failed = results.iter().filter(|r| matches!(r.1, Outcome::Failed(_))).count();
-    let skipped = results.iter().filter(|r| matches!(r.1, Outcome::Skipped(_))).count();
-    println!(
-        "\n{} passed, {failed} failed, {skipped} skipped, in {:.0?}",
-        results.len() - failed - skipped,
-        t0.elapsed()
-    );
-    for (name, outcome, took) in &results {
-        let word = match outcome {
-            Outcome::Passed => "pass",
-            Outcome::Skipped(_) => "skip",
-            Outcome::Failed(_) => "FAIL",
+    let failed = rows.iter().filter(|r| matches!(r.outcome, Outcome::Failed(_))).count();
+    let skipped = rows.iter().filter(|r| matches!(r.outcome, Outcome::Skipped(_))).count();
+    println!("\n{:<34}{:<8}{:<10}{:<6}{:>9}", "scenario", "client", "engine", "result", "seconds");
+    for r in &rows {
+        let (word, why) = match &r.outcome {
+            Outcome::Passed => ("pass", String::new()),
+            Outcome::Skipped(why) => ("skip", format!("  ({why})")),
+            Outcome::Failed(_) => ("FAIL", String::new()),
         };
-        println!("  {word:<5}{name:<26}{took:>8.1?}");
+        let noted = if r.notes.is_empty() { String::new() } else { format!("  [{} note(s)]", r.notes.len()) };
+        println!(
+            "{:<34}{:<8}{engine:<10}{word:<6}{:>9.1}{why}{noted}",
+            r.scenario,
+            r.client.name(),
+            r.took.as_secs_f64()
+        );
     }
+    for client in &clients {
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.client == *client).collect();
+        let f = mine.iter().filter(|r| matches!(r.outcome, Outcome::Failed(_))).count();
+        let s = mine.iter().filter(|r| matches!(r.outcome, Outcome::Skipped(_))).count();
+        println!("{client}: {} passed, {f} failed, {s} skipped", mine.len() - f - s);
+    }
+    println!("{} passed, {failed} failed, {skipped} skipped, in {:.0?}", rows.len() - failed - skipped, t0.elapsed());
     if args.keep {
         println!("containers kept; remove them with `cargo run -p hi -- cleanup`");
     }
@@ -133,27 +178,37 @@ struct WorldSpec<'a> {
     postgres: Option<&'a str>,
 }
 
-/// Runs one scenario in a fresh world, collects its artifacts and removes the world. An error
-/// means no scenario can run (the server cannot use PostgreSQL), so the run stops.
+/// Runs one scenario with `client` in a fresh world, collects its artifacts and removes the
+/// world; returns how it ended and what it noted. An error means no scenario can run (the
+/// server cannot use PostgreSQL), so the run stops.
 async fn run_one(
     docker: &bollard::Docker,
     spec: &WorldSpec<'_>,
     scenario: &Scenario,
+    client: ClientKind,
     dir: &std::path::Path,
     keep: bool,
-) -> Result<Outcome> {
+) -> Result<(Outcome, Vec<String>)> {
     let world = match DockerWorld::start(docker, spec.run, spec.prefix, spec.image, &scenario.setup, spec.postgres).await {
         Ok(w) => Arc::new(w),
         Err(e) if e.is::<PostgresUnusable>() => return Err(e),
         Err(e) => {
-            return Ok(match skip_if_unsupported(e) {
+            let outcome = match skip_if_unsupported(e) {
                 Ok(Verdict::Skipped(why)) => Outcome::Skipped(why),
                 Ok(Verdict::Passed) => Outcome::Passed,
                 Err(e) => Outcome::Failed(format!("setting up: {e:#}")),
-            });
+            };
+            return Ok((outcome, Vec::new()));
         }
     };
-    let verdict = tokio::time::timeout(SCENARIO_TIMEOUT, (scenario.run)(Tailnet::new(world.clone()))).await;
+    let tailnet = Tailnet::new(world.clone(), client);
+    let body = async {
+        match (scenario.run)(tailnet.clone()).await {
+            Ok(Verdict::Passed) => tailnet.check_contained().await.map(|()| Verdict::Passed),
+            other => other.or_else(skip_if_unsupported),
+        }
+    };
+    let verdict = tokio::time::timeout(SCENARIO_TIMEOUT, body).await;
     let outcome = match verdict {
         Ok(Ok(Verdict::Passed)) => Outcome::Passed,
         Ok(Ok(Verdict::Skipped(why))) => Outcome::Skipped(why),
@@ -168,5 +223,5 @@ async fn run_one(
             eprintln!("removing the containers of {}: {e:#}", scenario.name);
         }
     }
-    Ok(outcome)
+    Ok((outcome, tailnet.notes()))
 }

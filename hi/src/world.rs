@@ -1,5 +1,6 @@
 //! The Docker world: one private bridge network per scenario, the server in one container at a
-//! fixed address, and one container per client running `tsnode`. The CLI runs inside the
+//! fixed address, and one container per client running `gonode` (the official client) or
+//! `tsnode` (tailscale-rs), as the scenario's run asks. The CLI runs inside the
 //! server container (`docker exec headscale …`, over its local socket, as an admin would);
 //! clients are driven through their admin port, reached from this host at the container's
 //! address on the scenario's network. Cutting a client off is `docker network disconnect`,
@@ -15,14 +16,14 @@ use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use bollard::Docker;
 use integration::node::Request;
-use integration::scenario::{ClientSpec, ServerSetup, World, WorldError, ECHO_PORT};
+use integration::scenario::{ClientKind, ClientSpec, ServerSetup, World, WorldError, ECHO_PORT};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::docker::{self, ContainerSpec, Network};
-use crate::image::{HEADSCALE, TSNODE};
+use crate::image::{CADDY, GONODE, HEADSCALE, TSNODE};
 use crate::postgres;
 
 /// The server's main listener (control, `/health`, `/derp`) inside its container.
@@ -49,6 +50,8 @@ pub struct Client {
     pub container: String,
     /// Its address on the scenario's network.
     pub ip: Ipv4Addr,
+    /// The client it runs.
+    pub kind: ClientKind,
 }
 
 /// The server could not run on PostgreSQL (it exited naming it): every scenario would fail
@@ -255,8 +258,12 @@ impl World for DockerWorld {
 
     async fn start_client(&self, spec: &ClientSpec) -> Result<()> {
         let container = format!("{}-{}", self.prefix, spec.name);
+        let program = match spec.kind {
+            ClientKind::Go => GONODE,
+            ClientKind::Rs => TSNODE,
+        };
         let mut cmd = vec![
-            TSNODE.to_string(),
+            program.to_string(),
             "--control-url".into(),
             format!("http://{}:{CONTROL_PORT}", self.server_ip),
             "--hostname".into(),
@@ -269,7 +276,16 @@ impl World for DockerWorld {
         if spec.ephemeral {
             cmd.push("--ephemeral".into());
         }
+        if !spec.tags.is_empty() {
+            if spec.kind == ClientKind::Rs {
+                return Err(WorldError::ClientCannot { client: ClientKind::Rs, what: "ask for tags (tailscale-rs drops them)" }.into());
+            }
+            cmd.extend(["--tags".into(), spec.tags.join(",")]);
+        }
         let mut env = vec!["NO_COLOR=1".to_string(), "RUST_LOG=info".to_string()];
+        if spec.kind == ClientKind::Go {
+            env.push(format!("{}={CADDY}", integration::go_node::caddy::PROGRAM_VAR));
+        }
         if let Some(key) = &spec.authkey {
             env.push(format!("TS_AUTH_KEY={key}"));
         }
@@ -285,7 +301,8 @@ impl World for DockerWorld {
         docker::create_container(&self.docker, &self.run, &c).await?;
         docker::start(&self.docker, &container).await?;
         let ip = docker::address(&self.docker, &container, &self.network.name).await?;
-        self.clients.lock().expect("clients lock").insert(spec.name.clone(), Client { container: container.clone(), ip });
+        let client = Client { container: container.clone(), ip, kind: spec.kind };
+        self.clients.lock().expect("clients lock").insert(spec.name.clone(), client);
         // The admin port listens once the device started, which needs the server.
         let admin = SocketAddr::from((ip, ADMIN_PORT));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -294,10 +311,10 @@ impl World for DockerWorld {
                 return Ok(());
             }
             if !docker::state(&self.docker, &container).await?.0 {
-                bail!("tsnode {} exited:\n{}", spec.name, self.log_tail(&container).await);
+                bail!("{program} {} exited:\n{}", spec.name, self.log_tail(&container).await);
             }
             if tokio::time::Instant::now() >= deadline {
-                bail!("tsnode {} did not open its admin port {admin} within 60 s", spec.name);
+                bail!("{program} {} did not open its admin port {admin} within 60 s", spec.name);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -1,11 +1,14 @@
 //! The in-process world: the server runs in this process on 127.0.0.1 ([`TestServer`]), the
-//! CLI goes through the same code as the `headscale` binary, and each client is a supervised
-//! tailscale-rs [`Node`] in this process. There is no network to cut here, and stopping the
+//! CLI goes through the same code as the `headscale` binary, and each client is either the
+//! official Go client in a process of its own on loopback ([`GoNode`], its log kept in the
+//! scenario's artifact directory) or a supervised tailscale-rs [`Node`] in this process.
+//! There is no network to cut here, and stopping the
 //! in-process server leaves its open connections served, so `disconnect` and
 //! `restart_server` report [`WorldError::Unsupported`] and those scenarios are skipped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -13,6 +16,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
+use crate::client::{Client, ClientKind};
+use crate::go_node::{GoNode, GoSpec};
 use crate::node::{Node, NodeSpec, Request};
 use crate::scenario::{ClientSpec, Scenario, ServerSetup, Tailnet, Verdict, World, WorldError, ECHO_PORT};
 use crate::{Options, TestServer};
@@ -20,14 +25,16 @@ use crate::{Options, TestServer};
 /// The server and clients of one scenario, all in this process.
 pub struct InProcessWorld {
     server: RwLock<Option<TestServer>>,
-    clients: Mutex<HashMap<String, Arc<Node>>>,
+    clients: Mutex<HashMap<String, Arc<dyn Client>>>,
     keys: tempfile::TempDir,
+    /// Where the Go clients' logs go.
+    logs: PathBuf,
     addr: SocketAddr,
 }
 
 impl InProcessWorld {
-    /// Starts a server set up as `setup` asks.
-    pub async fn start(setup: &ServerSetup) -> Result<InProcessWorld> {
+    /// Starts a server set up as `setup` asks; the Go clients' logs go into `logs`.
+    pub async fn start(setup: &ServerSetup, logs: &Path) -> Result<InProcessWorld> {
         let mut opts = Options::default();
         if let Some(t) = setup.ephemeral_timeout {
             opts.ephemeral_timeout = t;
@@ -38,6 +45,7 @@ impl InProcessWorld {
             server: RwLock::new(Some(server)),
             clients: Mutex::new(HashMap::new()),
             keys: tempfile::tempdir().context("a directory for client keys")?,
+            logs: logs.to_path_buf(),
             addr,
         })
     }
@@ -52,7 +60,7 @@ impl InProcessWorld {
         }
     }
 
-    async fn node(&self, name: &str) -> Result<Arc<Node>> {
+    async fn node(&self, name: &str) -> Result<Arc<dyn Client>> {
         self.clients.lock().await.get(name).cloned().with_context(|| format!("no client named {name}"))
     }
 }
@@ -71,16 +79,38 @@ impl World for InProcessWorld {
 
     async fn start_client(&self, spec: &ClientSpec) -> Result<()> {
         let url = self.server.read().await.as_ref().context("the server is stopped")?.url();
-        let node = Node::start(NodeSpec {
-            control_url: url,
-            hostname: spec.name.clone(),
-            authkey: spec.authkey.clone(),
-            key_file: self.keys.path().join(format!("{}.json", spec.name)),
-            ephemeral: spec.ephemeral,
-            echo_port: ECHO_PORT,
-        })
-        .await?;
-        self.clients.lock().await.insert(spec.name.clone(), Arc::new(node));
+        let node: Arc<dyn Client> = match spec.kind {
+            ClientKind::Go => Arc::new(
+                GoNode::start(GoSpec {
+                    control_url: url,
+                    hostname: spec.name.clone(),
+                    authkey: spec.authkey.clone(),
+                    tags: spec.tags.clone(),
+                    state_dir: self.keys.path().join(&spec.name),
+                    log_file: self.logs.join(format!("{}.log", spec.name)),
+                    ephemeral: spec.ephemeral,
+                    echo_port: ECHO_PORT,
+                })
+                .await?,
+            ),
+            ClientKind::Rs => {
+                if !spec.tags.is_empty() {
+                    return Err(WorldError::ClientCannot { client: ClientKind::Rs, what: "ask for tags (tailscale-rs drops them)" }.into());
+                }
+                Arc::new(
+                    Node::start(NodeSpec {
+                        control_url: url,
+                        hostname: spec.name.clone(),
+                        authkey: spec.authkey.clone(),
+                        key_file: self.keys.path().join(format!("{}.json", spec.name)),
+                        ephemeral: spec.ephemeral,
+                        echo_port: ECHO_PORT,
+                    })
+                    .await?,
+                )
+            }
+        };
+        self.clients.lock().await.insert(spec.name.clone(), node);
         Ok(())
     }
 
@@ -124,16 +154,36 @@ impl World for InProcessWorld {
     }
 }
 
-/// Runs one scenario in a fresh in-process world and returns how it ended.
-pub async fn run(scenario: &Scenario) -> Result<Verdict> {
-    let world = match InProcessWorld::start(&scenario.setup).await {
+/// How a scenario ended, and what it noted on the way.
+#[derive(Debug)]
+pub struct Ran {
+    /// Passed or skipped.
+    pub verdict: Verdict,
+    /// What the scenario said of this run (checks its client could not make).
+    pub notes: Vec<String>,
+}
+
+/// Runs one scenario with clients of `kind` in a fresh in-process world, the Go clients'
+/// logs in `logs`, and returns how it ended.
+pub async fn run(scenario: &Scenario, kind: ClientKind, logs: &Path) -> Result<Ran> {
+    if let Some(why) = scenario.cannot_run_with(kind) {
+        return Ok(Ran { verdict: Verdict::Skipped(format!("not with the {kind} client: {why}")), notes: Vec::new() });
+    }
+    std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
+    let world = match InProcessWorld::start(&scenario.setup, logs).await {
         Ok(w) => Arc::new(w),
-        Err(e) => return crate::scenario::skip_if_unsupported(e),
+        Err(e) => return Ok(Ran { verdict: crate::scenario::skip_if_unsupported(e)?, notes: Vec::new() }),
     };
-    let verdict = (scenario.run)(Tailnet::new(world.clone())).await;
+    let tailnet = Tailnet::new(world.clone(), kind);
+    let verdict = match (scenario.run)(tailnet.clone()).await {
+        Ok(Verdict::Passed) => tailnet.check_contained().await.map(|()| Verdict::Passed),
+        other => other,
+    };
+    let notes = tailnet.notes();
+    drop(tailnet);
     match Arc::try_unwrap(world) {
         Ok(w) => w.stop().await,
         Err(_) => tracing::warn!("the scenario kept its world; it stops when the process ends"),
     }
-    verdict
+    Ok(Ran { verdict: crate::scenario::skip_if_unsupported_result(verdict)?, notes })
 }

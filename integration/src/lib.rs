@@ -1,12 +1,17 @@
 //! The scenario harness: start the real server in-process on loopback, create users and keys,
-//! join real Tailscale clients (tailscale-rs), and wait for things to become true with a
-//! message that says what was awaited. `noise_client` is a minimal ts2021 client for tests
-//! that must send what a well-behaved client never would. `scenario` is the API scenarios are
-//! written against, `scenarios` the scenarios, `in_process` the world that runs them here,
-//! and `node` the supervised client that both worlds (and `tsnode`) run.
+//! join real Tailscale clients (the official Go client and tailscale-rs), and wait for things
+//! to become true with a message that says what was awaited. `noise_client` is a minimal
+//! ts2021 client for tests that must send what a well-behaved client never would. `scenario`
+//! is the API scenarios are written against, `scenarios` the scenarios, `in_process` the world
+//! that runs them here; `client` is what both kinds of client answer, `go_node` the official
+//! client (also run by `gonode`) and `node` the supervised tailscale-rs one (also run by
+//! `tsnode`); `admin` is the line protocol both programs answer on.
 
+pub mod admin;
+pub mod client;
 pub mod control_client;
 pub mod derp_client;
+pub mod go_node;
 pub mod in_process;
 pub mod node;
 pub mod noise_client;

@@ -56,7 +56,7 @@ pub struct NodeSpec {
 }
 
 /// A command for a node. On the admin port each is one line: `status`, `peer NAME`,
-/// `tcp IP PORT`, `udp IP PORT`, `login AUTHKEY`.
+/// `tcp IP PORT`, `udp IP PORT`, `login AUTHKEY`, `netmap`, `health`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// The node's own state ([`NodeStatus`]).
@@ -69,6 +69,10 @@ pub enum Request {
     Udp(SocketAddr),
     /// Start over with this auth key and the same node keys (a login after a logout).
     Login(String),
+    /// The whole map as the client decoded it (the official client only).
+    NetMap,
+    /// What the client did beyond its answers ([`crate::client::ClientHealth`]).
+    Health,
 }
 
 impl fmt::Display for Request {
@@ -79,6 +83,8 @@ impl fmt::Display for Request {
             Request::Tcp(a) => write!(f, "tcp {} {}", a.ip(), a.port()),
             Request::Udp(a) => write!(f, "udp {} {}", a.ip(), a.port()),
             Request::Login(key) => write!(f, "login {key}"),
+            Request::NetMap => write!(f, "netmap"),
+            Request::Health => write!(f, "health"),
         }
     }
 }
@@ -96,7 +102,11 @@ impl FromStr for Request {
             ["tcp", ip, port] => Ok(Request::Tcp(addr(ip, port)?)),
             ["udp", ip, port] => Ok(Request::Udp(addr(ip, port)?)),
             ["login", key] => Ok(Request::Login(key.to_string())),
-            _ => bail!("unknown command {line:?}; expected status, peer NAME, tcp IP PORT, udp IP PORT or login KEY"),
+            ["netmap"] => Ok(Request::NetMap),
+            ["health"] => Ok(Request::Health),
+            _ => bail!(
+                "unknown command {line:?}; expected status, peer NAME, tcp IP PORT, udp IP PORT, login KEY, netmap or health"
+            ),
         }
     }
 }
@@ -218,7 +228,7 @@ impl Node {
     }
 
     /// Answers one request; the JSON is what the admin port sends back.
-    pub async fn handle(&self, request: &Request) -> Result<Value> {
+    async fn answer(&self, request: &Request) -> Result<Value> {
         Ok(match request {
             Request::Status => serde_json::to_value(self.status().await?)?,
             Request::Peer(name) => serde_json::to_value(self.peer(name).await?)?,
@@ -229,6 +239,9 @@ impl Node {
                 restart(&self.shared, "login with a new auth key", None, false).await?;
                 serde_json::to_value(self.status().await?)?
             }
+            Request::NetMap => bail!("tailscale-rs shows no raw map; run the scenario with the official client"),
+            // tailscale-rs uploads no logs and dials only the control server and its DERP map.
+            Request::Health => serde_json::to_value(crate::client::ClientHealth::default())?,
         })
     }
 
@@ -240,7 +253,7 @@ impl Node {
     }
 
     /// Stops the supervisor and shuts the device down.
-    pub async fn shutdown(&self) {
+    async fn stop(&self) {
         self.supervisor.abort();
         if let Some(old) = self.shared.restart_lock.lock().await.take() {
             self.shared.current.send_replace(None);
@@ -473,6 +486,17 @@ async fn echo_udp(dev: Arc<tailscale::Device>, port: u16) {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::client::Client for Node {
+    async fn handle(&self, request: &Request) -> Result<Value> {
+        self.answer(request).await
+    }
+
+    async fn shutdown(&self) {
+        self.stop().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,6 +509,8 @@ mod tests {
             Request::Tcp("100.64.0.1:7000".parse().unwrap()),
             Request::Udp("100.64.0.2:7000".parse().unwrap()),
             Request::Login("hskey-auth-x".into()),
+            Request::NetMap,
+            Request::Health,
         ] {
             assert_eq!(r.to_string().parse::<Request>().unwrap(), r);
         }

@@ -1,20 +1,26 @@
 //! The scenario API: a scenario is written once against [`Tailnet`], which drives a [`World`]
-//! — the server in this process with tailscale-rs clients on loopback (`cargo test`, see
-//! `in_process`), or the server and one container per client on a private Docker network
-//! (`hi run`). Users and keys are made with the real `headscale` CLI, clients are real
-//! tailscale-rs nodes ([`crate::node::Node`]), and every wait says what it waited for.
+//! — the server in this process with clients on loopback (`cargo test`, see `in_process`), or
+//! the server and one container per client on a private Docker network (`hi run`). Users and
+//! keys are made with the real `headscale` CLI, clients are real Tailscale clients of the kind
+//! the run asks for ([`ClientKind`]: the official Go client or tailscale-rs), and every wait
+//! says what it waited for. What a client cannot do is said in the scenario's notes, and a
+//! scenario fails if any of its clients tried to reach beyond this machine's server.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::client::ClientKind;
+use crate::client::ClientHealth;
 use crate::eventually;
 use crate::node::{Exchange, NodeStatus, PeerStatus, Request};
 
@@ -39,6 +45,10 @@ pub struct ClientSpec {
     pub authkey: Option<String>,
     /// Register as an ephemeral node.
     pub ephemeral: bool,
+    /// Tags to ask for as it registers (`--advertise-tags`).
+    pub tags: Vec<String>,
+    /// Which client it runs.
+    pub kind: ClientKind,
 }
 
 /// Why a world could not be made; the runner reports these as skips, not failures.
@@ -47,6 +57,9 @@ pub enum WorldError {
     /// The world cannot do what the scenario needs.
     #[error("the {world} world cannot {what}")]
     Unsupported { world: &'static str, what: &'static str },
+    /// The client cannot do what the scenario needs.
+    #[error("the {client} client cannot {what}")]
+    ClientCannot { client: ClientKind, what: &'static str },
 }
 
 /// Where a scenario runs: the server, its CLI and the clients.
@@ -94,8 +107,22 @@ pub struct Scenario {
     pub about: &'static str,
     /// The server it needs.
     pub setup: ServerSetup,
+    /// The clients it cannot run with, and why; it runs with every other.
+    pub not_with: &'static [(ClientKind, &'static str)],
     /// Its body.
     pub run: fn(Tailnet) -> ScenarioFuture,
+}
+
+impl Scenario {
+    /// Why it cannot run with `kind`, if it cannot.
+    pub fn cannot_run_with(&self, kind: ClientKind) -> Option<&'static str> {
+        self.not_with.iter().find(|(k, _)| *k == kind).map(|(_, why)| *why)
+    }
+
+    /// The clients it runs with.
+    pub fn clients(&self) -> Vec<ClientKind> {
+        ClientKind::ALL.into_iter().filter(|k| self.cannot_run_with(*k).is_none()).collect()
+    }
 }
 
 /// Matches `name` against a glob with `*` and `?`, ignoring case.
@@ -120,6 +147,11 @@ pub fn skip_if_unsupported(err: anyhow::Error) -> Result<Verdict> {
         Some(e) => Ok(Verdict::Skipped(e.to_string())),
         None => Err(err),
     }
+}
+
+/// [`skip_if_unsupported`] on a scenario's result.
+pub fn skip_if_unsupported_result(result: Result<Verdict>) -> Result<Verdict> {
+    result.or_else(skip_if_unsupported)
 }
 
 /// A pre-auth key as `headscale preauthkeys create -o json` prints it.
@@ -193,21 +225,57 @@ pub struct KeyOptions {
 /// How long joining, and waiting for a change to reach a node, may take.
 pub const SETTLE: Duration = Duration::from_secs(30);
 
-/// What scenarios are written against: typed helpers over a [`World`].
+/// What scenarios are written against: typed helpers over a [`World`], starting clients of
+/// one kind.
 #[derive(Clone)]
 pub struct Tailnet {
-    world: std::sync::Arc<dyn World>,
+    world: Arc<dyn World>,
+    kind: ClientKind,
+    /// What the scenario said of its run (what a client could not check, mostly).
+    notes: Arc<Mutex<Vec<String>>>,
+    /// The clients started and not stopped.
+    running: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Tailnet {
-    /// Wraps a world.
-    pub fn new(world: std::sync::Arc<dyn World>) -> Tailnet {
-        Tailnet { world }
+    /// Wraps a world; clients started through it run `kind`.
+    pub fn new(world: Arc<dyn World>, kind: ClientKind) -> Tailnet {
+        Tailnet { world, kind, notes: Arc::default(), running: Arc::default() }
     }
 
     /// The world underneath.
     pub fn world(&self) -> &dyn World {
         self.world.as_ref()
+    }
+
+    /// The client this run starts.
+    pub fn client(&self) -> ClientKind {
+        self.kind
+    }
+
+    /// Records something the run's summary must show (e.g. a check this client cannot make).
+    pub fn note(&self, text: impl Into<String>) {
+        let text = text.into();
+        let mut notes = self.notes.lock().expect("notes lock");
+        if !notes.contains(&text) {
+            notes.push(text);
+        }
+    }
+
+    /// What the scenario noted.
+    pub fn notes(&self) -> Vec<String> {
+        self.notes.lock().expect("notes lock").clone()
+    }
+
+    /// Fails if any running client tried to reach beyond this machine's server; runners call
+    /// it after a scenario passed.
+    pub async fn check_contained(&self) -> Result<()> {
+        let names: Vec<String> = self.running.lock().expect("running lock").iter().cloned().collect();
+        for name in names {
+            let health: ClientHealth = self.ask(&name, Request::Health).await?;
+            ensure!(health.outside.is_empty(), "{name} tried to reach beyond its server: {}", health.outside.join("; "));
+        }
+        Ok(())
     }
 
     /// Runs the `headscale` CLI with `-o json` and parses what it prints.
@@ -260,10 +328,27 @@ impl Tailnet {
 
     /// Starts a client without waiting for it.
     pub async fn start(&self, name: &str, authkey: Option<&str>, ephemeral: bool) -> Result<()> {
-        self.world
-            .start_client(&ClientSpec { name: name.into(), authkey: authkey.map(str::to_string), ephemeral })
-            .await
-            .with_context(|| format!("starting client {name}"))
+        self.start_with(ClientSpec {
+            name: name.into(),
+            authkey: authkey.map(str::to_string),
+            ephemeral,
+            tags: Vec::new(),
+            kind: self.kind,
+        })
+        .await
+    }
+
+    /// Starts a client as `spec` says, without waiting for it.
+    pub async fn start_with(&self, spec: ClientSpec) -> Result<()> {
+        self.world.start_client(&spec).await.with_context(|| format!("starting {} client {}", spec.kind, spec.name))?;
+        self.running.lock().expect("running lock").insert(spec.name);
+        Ok(())
+    }
+
+    /// Stops a client the way a user quits it.
+    pub async fn stop(&self, name: &str) -> Result<()> {
+        self.running.lock().expect("running lock").remove(name);
+        self.world.stop_client(name).await.with_context(|| format!("stopping {name}"))
     }
 
     /// Starts a client with `authkey` and waits until it has its address.
@@ -337,6 +422,21 @@ impl Tailnet {
     pub async fn tcp_port(&self, from: &str, to: &str, port: u16) -> Result<Exchange> {
         let addr = SocketAddr::from((self.ipv4(to).await?, port));
         self.ask(from, Request::Tcp(addr)).await.with_context(|| format!("TCP from {from} to {to}:{port}"))
+    }
+
+    /// A UDP echo exchange from `from` to `to` over the tailnet, where this run's client can
+    /// make one; otherwise a note says it was not checked.
+    pub async fn udp_if_possible(&self, from: &str, to: &str) -> Result<Option<Exchange>> {
+        if !self.kind.has_udp() {
+            self.note(format!("UDP not checked: the {} client here has no UDP socket on the tailnet", self.kind));
+            return Ok(None);
+        }
+        self.udp(from, to).await.map(Some)
+    }
+
+    /// The whole map as `client` decoded it (the official client only).
+    pub async fn netmap(&self, client: &str) -> Result<Value> {
+        self.world.ask(client, &Request::NetMap).await.with_context(|| format!("asking {client} for its map"))
     }
 
     /// A UDP echo exchange from `from` to `to` over the tailnet.

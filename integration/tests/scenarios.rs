@@ -1,24 +1,35 @@
-//! Runs every scenario of `integration::scenarios` in the in-process world: the server and
-//! real tailscale-rs clients in this process on loopback. The same scenarios run in Docker
-//! with `cargo run -p hi -- run PATTERN`. Scenarios run one at a time (each starts several
-//! clients), and one that cannot run here says so on standard error and passes as skipped.
+//! Runs every scenario of `integration::scenarios` in the in-process world, once with the
+//! official Go client and once with tailscale-rs (`SCENARIO::go`, `SCENARIO::rs`): the server in
+//! this process, the clients on loopback. The same scenarios run in Docker with
+//! `cargo run -p hi -- run PATTERN`. Scenarios run one at a time (each starts several
+//! clients); one that cannot run with a client, or here, says why on standard error and
+//! passes as skipped. The Go clients' logs (every MapResponse they decoded included) are kept
+//! in `target/tmp/scenarios/SCENARIO-CLIENT/`.
 
 use anyhow::{Context, Result};
-use integration::scenario::Verdict;
+use integration::scenario::{ClientKind, Verdict};
 use integration::{in_process, init, scenarios};
 
 /// One scenario at a time: each runs a server and up to six clients.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn run(name: &str) -> Result<()> {
+async fn run(name: &str, kind: ClientKind) -> Result<()> {
     init();
     let _turn = ONE_AT_A_TIME.lock().await;
     let all = scenarios::all();
     let scenario = all.iter().find(|s| s.name == name).with_context(|| format!("no scenario named {name}"))?;
+    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scenarios").join(format!("{name}-{kind}"));
+    let _ = std::fs::remove_dir_all(&logs);
     let started = std::time::Instant::now();
-    match in_process::run(scenario).await.with_context(|| format!("scenario {name}"))? {
-        Verdict::Passed => eprintln!("{name}: passed in {:.1?}", started.elapsed()),
-        Verdict::Skipped(why) => eprintln!("{name}: SKIPPED in the in-process world: {why}"),
+    let ran = in_process::run(scenario, kind, &logs)
+        .await
+        .with_context(|| format!("scenario {name} with the {kind} client (client logs in {})", logs.display()))?;
+    match ran.verdict {
+        Verdict::Passed => eprintln!("{name} ({kind}): passed in {:.1?}", started.elapsed()),
+        Verdict::Skipped(why) => eprintln!("{name} ({kind}): SKIPPED in the in-process world: {why}"),
+    }
+    for note in ran.notes {
+        eprintln!("{name} ({kind}): note: {note}");
     }
     Ok(())
 }
@@ -26,10 +37,20 @@ async fn run(name: &str) -> Result<()> {
 macro_rules! scenario_tests {
     ($($(#[$attr:meta])* $test:ident => $name:literal,)*) => {
         $(
-            $(#[$attr])*
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $test() -> Result<()> {
-                run($name).await
+            mod $test {
+                use super::*;
+
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn go() -> Result<()> {
+                    run($name, ClientKind::Go).await
+                }
+
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn rs() -> Result<()> {
+                    run($name, ClientKind::Rs).await
+                }
             }
         )*
 

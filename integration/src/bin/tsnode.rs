@@ -26,9 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use integration::node::{Node, NodeSpec, Reexec, Request};
-use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use integration::client::Client;
+use integration::node::{Node, NodeSpec, Reexec};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -124,8 +123,8 @@ async fn main() -> Result<()> {
         ephemeral: args.ephemeral,
         echo_port: args.echo_port,
     };
-    let node = Arc::new(start_node(spec, restarts, admin_fd.clone()).await);
-    let watched = node.clone();
+    let supervised = Arc::new(start_node(spec, restarts, admin_fd.clone()).await);
+    let watched = supervised.clone();
     tokio::spawn(async move {
         while let Some(seen) = derp_failures.recv().await {
             // A device that did not shut down completely keeps its DERP connection until its
@@ -146,6 +145,7 @@ async fn main() -> Result<()> {
         None => TcpListener::bind(args.admin).await.with_context(|| format!("binding the admin port {}", args.admin))?,
     };
     let _ = admin_fd.set(admin.as_raw_fd());
+    let node: Arc<dyn Client> = supervised;
     println!("tsnode ready");
     let mut term = signal(SignalKind::terminate())?;
     loop {
@@ -154,7 +154,7 @@ async fn main() -> Result<()> {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         };
-        tokio::spawn(serve_admin(node.clone(), sock));
+        tokio::spawn(integration::admin::answer(node.clone(), sock));
     }
     node.shutdown().await;
     Ok(())
@@ -213,22 +213,6 @@ fn without_authkey(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::f
         }
     }
     out
-}
-
-/// Answers the commands of one admin connection, one JSON line each.
-async fn serve_admin(node: Arc<Node>, sock: tokio::net::TcpStream) {
-    let (r, mut w) = sock.into_split();
-    let mut lines = BufReader::new(r).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let answer = match line.parse::<Request>() {
-            Ok(request) => node.handle(&request).await,
-            Err(e) => Err(e),
-        };
-        let answer = answer.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
-        if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
-            break;
-        }
-    }
 }
 
 #[cfg(test)]
