@@ -242,6 +242,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             dns: dns_config(&config),
             // As Headscale does: a client uploads its logs to Tailscale only if logtail is on.
             debug: (!config.logtail.enabled).then_some(crate::tailcfg::ClientDebug { disable_log_tail: true }),
+            caps: crate::tailcfg::caps::baseline(config.taildrop.enabled, config.randomize_client_port),
         },
     });
     let router = Arc::new(Router { control, derp: derp_server.clone() });

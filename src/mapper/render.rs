@@ -25,6 +25,8 @@ pub struct MapContext {
     pub dns: Option<Arc<DnsConfig>>,
     /// Sent in every full map: `DisableLogTail` unless the configuration enables logtail.
     pub debug: Option<tailcfg::ClientDebug>,
+    /// The capabilities every node has, on itself and as a peer (`tailcfg::caps::baseline`).
+    pub caps: tailcfg::caps::Caps,
 }
 
 impl MapContext {
@@ -81,7 +83,10 @@ fn render(e: &NodeEntry, ctx: &MapContext, view: &PolicyView, now: DateTime<Utc>
         last_seen: if as_peer && !e.online { n.last_seen } else { None },
         online: as_peer.then_some(e.online),
         machine_authorized: !expired,
-        cap_map: if as_peer { view.peer_caps(n.id) } else { view.rules(n.id).caps.clone() },
+        cap_map: tailcfg::caps::with_base(
+            &ctx.caps,
+            if as_peer { view.peer_caps(n.id) } else { view.rules(n.id).caps.clone() },
+        ),
         expired,
     }
 }

@@ -21,9 +21,14 @@ use super::load_policy;
 use super::parse::PolicyError;
 use super::tailnet::{PolicyNode, PolicyUser};
 use super::types::ParsedPolicy;
+use crate::tailcfg::caps;
 
 /// Where `check` rules delegate in the captures.
 const CHECK_SERVER: &str = "https://unused";
+
+/// Capabilities from tailnet settings Tailscale has and Headscale does not (automatic client
+/// updates): Headscale never sends them, so the captures' are not compared.
+const TAILSCALE_ONLY_CAPS: [&str; 1] = ["default-auto-update"];
 
 /// Capabilities Tailscale's control plane adds on its own; not compared.
 const UNCOMPARED_CAPS: [&str; 12] = [
@@ -520,18 +525,20 @@ impl<'a> Case<'a> {
         Ok(())
     }
 
+    /// Each node's own and its peers' capability maps as the server sends them (the baseline
+    /// every node gets, `tailcfg::caps`, under the policy's), against the captures. Where the
+    /// two products' baselines differ by design, the difference is dropped on one side:
+    /// [`TAILSCALE_ONLY_CAPS`] from the captures, and a Headscale baseline capability the
+    /// capture lacks from ours ([`unmatched_baseline`]).
     fn check_node_attrs(&self, compiled: &CompiledPolicy) -> Result<(), String> {
-        let auto_update = self.v["input"]["tailnet"]["settings"]["devices_auto_updates_on"].as_bool().unwrap_or(false);
+        let base = caps::baseline(true, false);
         for (name, capture) in self.captures() {
             let Some(self_node) = capture["netmap"].get("SelfNode") else { continue };
             let id = self.node_id(name).ok_or(format!("captured node {name} is not in the topology"))?;
-            let mut got: BTreeMap<String, String> = BTreeMap::from([
-                ("https://tailscale.com/cap/ssh".to_string(), "null".to_string()),
-                ("https://tailscale.com/cap/file-sharing".to_string(), "null".to_string()),
-                ("default-auto-update".to_string(), format!("[{auto_update}]")),
-            ]);
-            got.extend(cap_texts(compiled.self_caps(id)));
             let want = compared_caps(&self_node["CapMap"]);
+            let mut got = cap_texts(caps::with_base(&base, compiled.self_caps(id)));
+            // Tailscale sends cap/ssh and cap/file-sharing to every node too: those are compared.
+            unmatched_baseline(&mut got, &want, &[caps::DRIVE_SHARE, caps::DRIVE_ACCESS]);
             if want != got {
                 return Err(format!("{name}: self CapMap: expected {want:?}, got {got:?}"));
             }
@@ -541,7 +548,10 @@ impl<'a> Case<'a> {
                     .node_id(&peer_node)
                     .ok_or(format!("{name}: captured peer {peer_node} is not in the topology"))?;
                 let want = compared_caps(&peer["CapMap"]);
-                let got = cap_texts(compiled.peer_caps(pid));
+                let mut got = cap_texts(caps::with_base(&base, compiled.peer_caps(pid)));
+                // Headscale gives peers the same baseline as the node itself; Tailscale does not.
+                let baseline: Vec<&str> = base.keys().map(String::as_str).collect();
+                unmatched_baseline(&mut got, &want, &baseline);
                 if want != got {
                     return Err(format!("{name} sees {peer_node} with CapMap {got:?}, expected {want:?}"));
                 }
@@ -692,10 +702,18 @@ fn compared_caps(v: &Value) -> BTreeMap<String, String> {
         .into_iter()
         .flatten()
         .filter(|(k, _)| {
-            !UNCOMPARED_CAPS.contains(&k.as_str()) && !k.starts_with("https://tailscale.com/cap/funnel-ports?")
+            !UNCOMPARED_CAPS.contains(&k.as_str())
+                && !TAILSCALE_ONLY_CAPS.contains(&k.as_str())
+                && !k.starts_with("https://tailscale.com/cap/funnel-ports?")
         })
         .map(|(k, v)| (k.clone(), v.to_string()))
         .collect()
+}
+
+/// Drops from `got` the Headscale baseline capabilities among `baseline` that the capture
+/// (`want`) does not have; one the capture has is still compared.
+fn unmatched_baseline(got: &mut BTreeMap<String, String>, want: &BTreeMap<String, String>, baseline: &[&str]) {
+    got.retain(|k, _| want.contains_key(k) || !baseline.contains(&k.as_str()));
 }
 
 /// This engine's capability map, values as JSON text (no values is `null`).

@@ -8,6 +8,7 @@ mod derp_map;
 mod filter;
 mod hostinfo;
 mod keys;
+pub mod caps;
 mod map;
 mod register;
 mod time;
