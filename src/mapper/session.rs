@@ -36,6 +36,8 @@ pub struct SessionView {
     presence: Vec<NodeId>,
     removed: BTreeSet<NodeId>,
     self_dirty: bool,
+    /// The client was last sent itself expired (and so no peers).
+    sent_expired: bool,
     rules_dirty: bool,
     resync: bool,
     /// Something besides peers' presence (online, last seen) waits to be sent.
@@ -67,6 +69,7 @@ impl SessionView {
             presence: Vec::new(),
             removed: BTreeSet::new(),
             self_dirty: false,
+            sent_expired: snap.node(me).is_some_and(|e| e.is_expired(now)),
             rules_dirty: false,
             resync: false,
             urgent: false,
@@ -149,7 +152,16 @@ impl SessionView {
         self.urgent = false;
         let view = &snap.policy;
         let rules = view.rules(self.me);
-        if std::mem::take(&mut self.resync) || (self.self_dirty && me.is_expired(now)) {
+        // A resync (users renamed, or anything else that may touch every node) sends every
+        // shown peer again, with the profiles of their users and of this node's own.
+        let resync = std::mem::take(&mut self.resync);
+        // An expired node sees no one; one whose expiry was lifted sees its peers again.
+        let expired = me.is_expired(now);
+        let expiry_turned = self.self_dirty && (expired || self.sent_expired);
+        if self.self_dirty {
+            self.sent_expired = expired;
+        }
+        if resync || expiry_turned {
             self.self_dirty = true;
             for p in snap.nodes.values().filter(|p| p.node.id != self.me) {
                 self.full.insert(p.node.id);
@@ -200,12 +212,15 @@ impl SessionView {
         }
         let mut resp = MapResponse::default();
         let mut new_users = Vec::new();
+        if resync {
+            new_users.push(me.node.user_id.unwrap_or(TAGGED_DEVICES_USER_ID));
+        }
         let peers_before = self.known.len();
         for id in std::mem::take(&mut self.full) {
             match snap.node(id).filter(|p| shows(&rules, &me, p, now)) {
                 Some(p) => {
                     resp.peers_changed.push(peer_wire(self.me, p, ctx, view, now));
-                    if self.known.insert(id) {
+                    if self.known.insert(id) || resync {
                         new_users.push(p.node.user_id.unwrap_or(TAGGED_DEVICES_USER_ID));
                     }
                 }
@@ -324,6 +339,16 @@ mod tests {
     }
 
     #[test]
+    fn a_resync_sends_every_user_profile_again() {
+        let (mut snap, mut view) = session();
+        snap.users.insert(1, Arc::new(crate::testing::user(1, "alicia")));
+        view.apply(&set(vec![Change::Everything]));
+        let d = view.flush(&snap, &context(), t0()).unwrap();
+        let names: Vec<&str> = d.user_profiles.iter().map(|p| p.login_name.as_str()).collect();
+        assert!(names.contains(&"alicia@"), "the renamed user's profile is sent again: {names:?}");
+    }
+
+    #[test]
     fn lagging_resyncs_by_comparison_not_a_full_map() {
         let (mut snap, mut view) = session();
         snap.remove_node(2);
@@ -352,6 +377,14 @@ mod tests {
         let d = view.flush(&snap, &context(), t0()).unwrap();
         assert_eq!(d.peers_removed, vec![2, 3]);
         assert!(d.node.unwrap().expired);
+        // The admin lifts the expiry: the node sees its peers again.
+        let mut me = crate::testing::node(1, Some(1));
+        me.expiry = None;
+        snap.put_node(NodeEntry::new(me, true));
+        view.apply(&set(vec![Change::Node { id: 1, patch: None }]));
+        let d = view.flush(&snap, &context(), t0()).unwrap();
+        assert!(!d.node.unwrap().expired);
+        assert_eq!(peer_ids(&d.peers_changed), vec![2, 3], "every peer is sent again");
     }
 
     /// alice's nodes may reach the tagged server on port 22, and nothing else is allowed.
