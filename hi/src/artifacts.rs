@@ -17,7 +17,8 @@ use integration::scenario::World;
 use serde_json::json;
 
 use crate::{docker, postgres};
-use crate::world::{http_get, DockerWorld, CONTROL_PORT, DATA_DIR, MAPRESPONSE_DIR, METRICS_PORT};
+use crate::world::{DockerWorld, CONTROL_PORT, DATA_DIR, MAPRESPONSE_DIR, METRICS_PORT};
+use integration::http::get as http_get;
 
 /// The directory of one scenario's artifacts, created under `control_logs/`.
 pub fn scenario_dir(root: &Path, started: chrono::DateTime<chrono::Local>, scenario: &str) -> Result<PathBuf> {

@@ -156,6 +156,13 @@ pub async fn stop(docker: &Docker, name: &str, grace: Duration) -> Result<()> {
     docker.stop_container(name, Some(opts)).await.with_context(|| format!("stopping container {name}"))
 }
 
+/// Kills a container's processes with SIGKILL (as a crash or the OOM killer would).
+pub async fn kill(docker: &Docker, name: &str) -> Result<()> {
+    let opts = bollard::query_parameters::KillContainerOptionsBuilder::new().signal("SIGKILL").build();
+    docker.kill_container(name, Some(opts)).await.with_context(|| format!("killing container {name}"))?;
+    wait_exit(docker, name).await.map(|_| ())
+}
+
 /// Restarts a container, giving it `grace` to exit after SIGTERM.
 pub async fn restart(docker: &Docker, name: &str, grace: Duration) -> Result<()> {
     let opts = RestartContainerOptionsBuilder::new().t(grace.as_secs() as i32).build();

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use integration::scenario::ServerSetup;
 
-use crate::world::{http_get, DockerWorld, CONTROL_PORT};
+use crate::world::{DockerWorld, CONTROL_PORT};
+use integration::http::get as http_get;
 use crate::{docker, image, postgres};
 
 fn tool(cmd: &str, args: &[&str]) -> Result<String> {

@@ -73,13 +73,14 @@ async fn main() -> ExitCode {
         Cmd::Cleanup { images } => cleanup(images).await,
         Cmd::List { pattern } => {
             let all = integration::scenarios::all();
+            let width = all.iter().map(|s| s.name.len()).max().unwrap_or(0) + 2;
             let mut shown = 0;
             for s in &all {
                 if pattern.as_deref().is_none_or(|p| integration::scenario::glob_match(p, s.name)) {
                     let clients: Vec<&str> = s.clients().iter().map(|c| c.name()).collect();
-                    println!("{:<34}{:<7}{}", s.name, clients.join(","), s.about);
+                    println!("{:<width$}{:<7}{}", s.name, clients.join(","), s.about);
                     for (kind, why) in s.not_with {
-                        println!("{:<34}{:<7}not with {kind}: {why}", "", "");
+                        println!("{:<width$}{:<7}not with {kind}: {why}", "", "");
                     }
                     shown += 1;
                 }

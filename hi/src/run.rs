@@ -142,7 +142,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
 
     let failed = rows.iter().filter(|r| matches!(r.outcome, Outcome::Failed(_))).count();
     let skipped = rows.iter().filter(|r| matches!(r.outcome, Outcome::Skipped(_))).count();
-    println!("\n{:<34}{:<8}{:<10}{:<6}{:>9}", "scenario", "client", "engine", "result", "seconds");
+    let width = rows.iter().map(|r| r.scenario.len()).max().unwrap_or(8) + 2;
+    println!("\n{:<width$}{:<8}{:<10}{:<6}{:>9}", "scenario", "client", "engine", "result", "seconds");
     for r in &rows {
         let (word, why) = match &r.outcome {
             Outcome::Passed => ("pass", String::new()),
@@ -151,7 +152,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         };
         let noted = if r.notes.is_empty() { String::new() } else { format!("  [{} note(s)]", r.notes.len()) };
         println!(
-            "{:<34}{:<8}{engine:<10}{word:<6}{:>9.1}{why}{noted}",
+            "{:<width$}{:<8}{engine:<10}{word:<6}{:>9.1}{why}{noted}",
             r.scenario,
             r.client.name(),
             r.took.as_secs_f64()

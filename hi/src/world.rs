@@ -18,6 +18,7 @@ use bollard::Docker;
 use integration::node::Request;
 use integration::scenario::{ClientKind, ClientSpec, ServerSetup, World, WorldError, ECHO_PORT};
 use serde_json::Value;
+use integration::http::get as http_get;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -140,6 +141,7 @@ impl DockerWorld {
         if setup.policy.is_some() {
             env.push(format!("HEADSCALE_POLICY_PATH={POLICY_DIR}/policy.hujson"));
         }
+        env.extend(setup.config.iter().map(|(k, v)| format!("{k}={v}")));
         if self.postgres.is_some() {
             env.extend([
                 "HEADSCALE_DATABASE_TYPE=postgres".to_string(),
@@ -193,6 +195,25 @@ impl DockerWorld {
             }
             if tokio::time::Instant::now() >= deadline {
                 bail!("the server did not answer /health at {addr} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until a client's admin port listens (once its device started, which needs the
+    /// server), or reports why its program exited.
+    async fn await_admin(&self, name: &str, c: &Client) -> Result<()> {
+        let admin = SocketAddr::from((c.ip, ADMIN_PORT));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if TcpStream::connect(admin).await.is_ok() {
+                return Ok(());
+            }
+            if !docker::state(&self.docker, &c.container).await?.0 {
+                bail!("the {} client {name} exited:\n{}", c.kind, self.log_tail(&c.container).await);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the {} client {name} did not open its admin port {admin} within 60 s", c.kind);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -302,27 +323,21 @@ impl World for DockerWorld {
         docker::start(&self.docker, &container).await?;
         let ip = docker::address(&self.docker, &container, &self.network.name).await?;
         let client = Client { container: container.clone(), ip, kind: spec.kind };
-        self.clients.lock().expect("clients lock").insert(spec.name.clone(), client);
-        // The admin port listens once the device started, which needs the server.
-        let admin = SocketAddr::from((ip, ADMIN_PORT));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if TcpStream::connect(admin).await.is_ok() {
-                return Ok(());
-            }
-            if !docker::state(&self.docker, &container).await?.0 {
-                bail!("{program} {} exited:\n{}", spec.name, self.log_tail(&container).await);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("{program} {} did not open its admin port {admin} within 60 s", spec.name);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.clients.lock().expect("clients lock").insert(spec.name.clone(), client.clone());
+        self.await_admin(&spec.name, &client).await
     }
 
     async fn stop_client(&self, name: &str) -> Result<()> {
         let c = self.client(name)?;
         docker::stop(&self.docker, &c.container, Duration::from_secs(10)).await
+    }
+
+    async fn restart_client(&self, name: &str) -> Result<()> {
+        let c = self.client(name)?;
+        // Its key stays in the container's file system; an auth key given at creation is
+        // ignored by a node that is already registered.
+        docker::restart(&self.docker, &c.container, Duration::from_secs(10)).await?;
+        self.await_admin(name, &c).await
     }
 
     async fn ask(&self, client: &str, request: &Request) -> Result<Value> {
@@ -359,30 +374,22 @@ impl World for DockerWorld {
         self.await_healthy().await
     }
 
+    async fn kill_server(&self) -> Result<()> {
+        docker::kill(&self.docker, &self.server).await?;
+        docker::start(&self.docker, &self.server).await?;
+        self.await_healthy().await
+    }
+
     async fn write_policy(&self, policy: &str) -> Result<()> {
         docker::upload_file(&self.docker, &self.server, POLICY_DIR, "policy.hujson", policy.as_bytes()).await
+    }
+
+    async fn server_file(&self, name: &str, content: &str) -> Result<String> {
+        docker::upload_file(&self.docker, &self.server, POLICY_DIR, name, content.as_bytes()).await?;
+        Ok(format!("{POLICY_DIR}/{name}"))
     }
 
     fn server_addr(&self) -> SocketAddr {
         SocketAddr::from((self.server_ip, CONTROL_PORT))
     }
-}
-
-/// A plain HTTP/1.0 GET; returns the status code and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let fetch = async {
-        let mut sock = TcpStream::connect(addr).await?;
-        sock.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
-        let mut raw = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut sock, &mut raw).await?;
-        anyhow::Ok(String::from_utf8_lossy(&raw).into_owned())
-    };
-    let raw = timeout(Duration::from_secs(5), fetch).await.with_context(|| format!("GET {path} from {addr} timed out"))??;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("GET {path} from {addr}: no HTTP status in {head:?}"))?;
-    Ok((code, body.to_string()))
 }

@@ -26,6 +26,8 @@ use crate::{Options, TestServer};
 pub struct InProcessWorld {
     server: RwLock<Option<TestServer>>,
     clients: Mutex<HashMap<String, Arc<dyn Client>>>,
+    /// How each client was started, to start it again.
+    specs: Mutex<HashMap<String, ClientSpec>>,
     keys: tempfile::TempDir,
     /// Where the Go clients' logs go.
     logs: PathBuf,
@@ -35,7 +37,7 @@ pub struct InProcessWorld {
 impl InProcessWorld {
     /// Starts a server set up as `setup` asks; the Go clients' logs go into `logs`.
     pub async fn start(setup: &ServerSetup, logs: &Path) -> Result<InProcessWorld> {
-        let mut opts = Options::default();
+        let mut opts = Options { config: setup.config.to_vec(), ..Options::default() };
         if let Some(t) = setup.ephemeral_timeout {
             opts.ephemeral_timeout = t;
         }
@@ -44,6 +46,7 @@ impl InProcessWorld {
         Ok(InProcessWorld {
             server: RwLock::new(Some(server)),
             clients: Mutex::new(HashMap::new()),
+            specs: Mutex::new(HashMap::new()),
             keys: tempfile::tempdir().context("a directory for client keys")?,
             logs: logs.to_path_buf(),
             addr,
@@ -111,6 +114,7 @@ impl World for InProcessWorld {
             }
         };
         self.clients.lock().await.insert(spec.name.clone(), node);
+        self.specs.lock().await.insert(spec.name.clone(), spec.clone());
         Ok(())
     }
 
@@ -118,6 +122,14 @@ impl World for InProcessWorld {
         let node = self.clients.lock().await.remove(name).with_context(|| format!("no client named {name}"))?;
         node.shutdown().await;
         Ok(())
+    }
+
+    async fn restart_client(&self, name: &str) -> Result<()> {
+        let spec = self.specs.lock().await.get(name).cloned().with_context(|| format!("no client named {name}"))?;
+        if let Some(node) = self.clients.lock().await.remove(name) {
+            node.shutdown().await;
+        }
+        self.start_client(&ClientSpec { authkey: None, ..spec }).await
     }
 
     async fn ask(&self, client: &str, request: &Request) -> Result<Value> {
@@ -130,6 +142,11 @@ impl World for InProcessWorld {
 
     async fn reconnect(&self, _client: &str) -> Result<()> {
         Err(WorldError::Unsupported { world: "in-process", what: "cut one client's network (run it with `hi`)" }.into())
+    }
+
+    async fn kill_server(&self) -> Result<()> {
+        Err(WorldError::Unsupported { world: "in-process", what: "kill the server (it is this process; run it with `hi`)" }
+            .into())
     }
 
     async fn restart_server(&self) -> Result<()> {
@@ -147,6 +164,13 @@ impl World for InProcessWorld {
         let path = &server.as_ref().context("the server is stopped")?.config.policy.path;
         anyhow::ensure!(!path.is_empty(), "the server was started without a policy file");
         std::fs::write(path, policy).with_context(|| format!("writing {path}"))
+    }
+
+    async fn server_file(&self, name: &str, content: &str) -> Result<String> {
+        let server = self.server.read().await;
+        let path = server.as_ref().context("the server is stopped")?.dir().join(name);
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path.display().to_string())
     }
 
     fn server_addr(&self) -> SocketAddr {

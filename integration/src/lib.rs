@@ -12,6 +12,7 @@ pub mod client;
 pub mod control_client;
 pub mod derp_client;
 pub mod go_node;
+pub mod http;
 pub mod in_process;
 pub mod node;
 pub mod noise_client;
@@ -59,11 +60,13 @@ pub struct Options {
     pub ephemeral_timeout: Duration,
     /// Run on this PostgreSQL database instead of SQLite in the server's directory.
     pub postgres: Option<headscale::config::Postgres>,
+    /// Configuration keys as `HEADSCALE_*` variables would set them.
+    pub config: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ephemeral_timeout: Duration::from_secs(120), postgres: None }
+        Options { ephemeral_timeout: Duration::from_secs(120), postgres: None, config: Vec::new() }
     }
 }
 
@@ -102,7 +105,7 @@ impl TestServer {
     pub async fn start_with_policy(opts: Options, policy: Option<&str>) -> Result<TestServer> {
         let tmp = tempfile::tempdir()?;
         let dir = tmp.path().to_path_buf();
-        let mut config = test_config(&dir, "127.0.0.1:0", "127.0.0.1:0", &opts);
+        let mut config = test_config(&dir, "127.0.0.1:0", "127.0.0.1:0", &opts)?;
         if let Some(policy) = policy {
             let path = dir.join("policy.hujson");
             std::fs::write(&path, policy).with_context(|| format!("writing {}", path.display()))?;
@@ -214,7 +217,7 @@ pub async fn join_with(cfg: &tailscale::Config, key: Option<String>) -> Result<t
 }
 
 /// The configuration of a test server rooted in `dir`.
-pub fn test_config(dir: &Path, listen: &str, derp_tls: &str, opts: &Options) -> Config {
+pub fn test_config(dir: &Path, listen: &str, derp_tls: &str, opts: &Options) -> Result<Config> {
     let mut c = Config::embedded(dir);
     c.server_url = format!("http://{listen}");
     c.listen_addr = listen.to_string();
@@ -226,7 +229,13 @@ pub fn test_config(dir: &Path, listen: &str, derp_tls: &str, opts: &Options) -> 
         c.database.kind = "postgres".into();
         c.database.postgres = postgres.clone();
     }
-    c
+    if opts.config.is_empty() {
+        return Ok(c);
+    }
+    let mut tree = serde_yaml::to_value(&c).context("the test configuration as a tree")?;
+    let vars = opts.config.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    headscale::config::apply_env(&mut tree, vars).context("applying the scenario's configuration")?;
+    serde_yaml::from_value(tree).context("the scenario's configuration")
 }
 
 /// Waits until `dev` sees a peer named `name` with a home DERP region.

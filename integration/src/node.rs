@@ -56,7 +56,7 @@ pub struct NodeSpec {
 }
 
 /// A command for a node. On the admin port each is one line: `status`, `peer NAME`,
-/// `tcp IP PORT`, `udp IP PORT`, `login AUTHKEY`, `netmap`, `health`.
+/// `tcp IP PORT`, `tcpname NAME PORT`, `probe IP PORT`, `udp IP PORT`, `login AUTHKEY`, `netmap`, `health`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// The node's own state ([`NodeStatus`]).
@@ -65,6 +65,10 @@ pub enum Request {
     Peer(String),
     /// A TCP echo exchange with a tailnet address ([`Exchange`]).
     Tcp(SocketAddr),
+    /// A TCP echo exchange with a peer by its MagicDNS name (the official client only).
+    TcpName(String, u16),
+    /// A TCP echo exchange given only [`PROBE_TIMEOUT`], for checking that one is refused.
+    Probe(SocketAddr),
     /// A UDP echo exchange with a tailnet address, resent until answered ([`Exchange`]).
     Udp(SocketAddr),
     /// Start over with this auth key and the same node keys (a login after a logout).
@@ -81,6 +85,8 @@ impl fmt::Display for Request {
             Request::Status => write!(f, "status"),
             Request::Peer(name) => write!(f, "peer {name}"),
             Request::Tcp(a) => write!(f, "tcp {} {}", a.ip(), a.port()),
+            Request::TcpName(name, port) => write!(f, "tcpname {name} {port}"),
+            Request::Probe(a) => write!(f, "probe {} {}", a.ip(), a.port()),
             Request::Udp(a) => write!(f, "udp {} {}", a.ip(), a.port()),
             Request::Login(key) => write!(f, "login {key}"),
             Request::NetMap => write!(f, "netmap"),
@@ -100,12 +106,16 @@ impl FromStr for Request {
             ["status"] => Ok(Request::Status),
             ["peer", name] => Ok(Request::Peer(name.to_string())),
             ["tcp", ip, port] => Ok(Request::Tcp(addr(ip, port)?)),
+            ["probe", ip, port] => Ok(Request::Probe(addr(ip, port)?)),
+            ["tcpname", name, port] => Ok(Request::TcpName(name.to_string(), port.parse().context("bad port")?)),
             ["udp", ip, port] => Ok(Request::Udp(addr(ip, port)?)),
             ["login", key] => Ok(Request::Login(key.to_string())),
             ["netmap"] => Ok(Request::NetMap),
             ["health"] => Ok(Request::Health),
             _ => bail!(
-                "unknown command {line:?}; expected status, peer NAME, tcp IP PORT, udp IP PORT, login KEY, netmap or health"
+                "unknown command {line:?}; expected status, peer NAME, tcp IP PORT, tcpname NAME PORT, probe IP PORT, \
+                 udp IP PORT, \
+                 login KEY, netmap or health"
             ),
         }
     }
@@ -157,10 +167,17 @@ impl PeerStatus {
 pub struct Exchange {
     /// Milliseconds from the first send to the echo.
     pub ms: f64,
+    /// The hostname of the node that answered, where the echo says it (the official client's).
+    #[serde(default)]
+    pub answered_by: Option<String>,
 }
 
 /// How long one TCP or UDP exchange may take.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a probe (an exchange expected to be refused) waits: an allowed exchange on these
+/// networks completes in milliseconds, and a refused one would take the whole
+/// [`EXCHANGE_TIMEOUT`].
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `Device::new` may take (it never returns while control is unreachable).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the supervisor checks that the device is alive.
@@ -232,7 +249,8 @@ impl Node {
         Ok(match request {
             Request::Status => serde_json::to_value(self.status().await?)?,
             Request::Peer(name) => serde_json::to_value(self.peer(name).await?)?,
-            Request::Tcp(addr) => serde_json::to_value(self.tcp(*addr).await?)?,
+            Request::Tcp(addr) => serde_json::to_value(self.tcp(*addr, EXCHANGE_TIMEOUT).await?)?,
+            Request::Probe(addr) => serde_json::to_value(self.tcp(*addr, PROBE_TIMEOUT).await?)?,
             Request::Udp(addr) => serde_json::to_value(self.udp(*addr).await?)?,
             Request::Login(key) => {
                 self.shared.spec.lock().expect("spec lock").authkey = Some(key.clone());
@@ -240,6 +258,7 @@ impl Node {
                 serde_json::to_value(self.status().await?)?
             }
             Request::NetMap => bail!("tailscale-rs shows no raw map; run the scenario with the official client"),
+            Request::TcpName(..) => bail!("tailscale-rs resolves no MagicDNS names; run the scenario with the official client"),
             // tailscale-rs uploads no logs and dials only the control server and its DERP map.
             Request::Health => serde_json::to_value(crate::client::ClientHealth::default())?,
         })
@@ -308,20 +327,20 @@ impl Node {
         }))
     }
 
-    async fn tcp(&self, to: SocketAddr) -> Result<Exchange> {
+    async fn tcp(&self, to: SocketAddr, within: Duration) -> Result<Exchange> {
         let dev = self.device().await?;
         let start = Instant::now();
         let payload = format!("tcp echo from {} at {:?}", self.hostname(), start);
-        let mut c = timeout(EXCHANGE_TIMEOUT, dev.tcp_connect(to))
+        let mut c = timeout(within, dev.tcp_connect(to))
             .await
             .with_context(|| format!("TCP connect to {to} timed out"))??;
         c.write_all(payload.as_bytes()).await?;
         let mut echo = vec![0u8; payload.len()];
-        timeout(EXCHANGE_TIMEOUT, c.read_exact(&mut echo))
+        timeout(within, c.read_exact(&mut echo))
             .await
             .with_context(|| format!("no TCP echo from {to}"))??;
         ensure!(echo == payload.as_bytes(), "the TCP echo from {to} differs from what was sent");
-        Ok(Exchange { ms: start.elapsed().as_secs_f64() * 1000.0 })
+        Ok(Exchange { ms: start.elapsed().as_secs_f64() * 1000.0, answered_by: None })
     }
 
     async fn udp(&self, to: SocketAddr) -> Result<Exchange> {
@@ -337,7 +356,7 @@ impl Node {
             sock.send_to(to, payload.as_bytes()).await?;
             if let Ok(Ok((from, n))) = timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
                 if from == to && &buf[..n] == payload.as_bytes() {
-                    return Ok(Exchange { ms: start.elapsed().as_secs_f64() * 1000.0 });
+                    return Ok(Exchange { ms: start.elapsed().as_secs_f64() * 1000.0, answered_by: None });
                 }
             }
         }
@@ -507,6 +526,8 @@ mod tests {
             Request::Status,
             Request::Peer("node-a".into()),
             Request::Tcp("100.64.0.1:7000".parse().unwrap()),
+            Request::TcpName("node-b".into(), 7001),
+            Request::Probe("100.64.0.2:7001".parse().unwrap()),
             Request::Udp("100.64.0.2:7000".parse().unwrap()),
             Request::Login("hskey-auth-x".into()),
             Request::NetMap,

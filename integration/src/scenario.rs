@@ -6,7 +6,7 @@
 //! says what it waited for. What a client cannot do is said in the scenario's notes, and a
 //! scenario fails if any of its clients tried to reach beyond this machine's server.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -34,6 +34,9 @@ pub struct ServerSetup {
     pub ephemeral_timeout: Option<Duration>,
     /// A policy file (HuJSON) given to the server as `policy.path`.
     pub policy: Option<&'static str>,
+    /// Configuration keys set as the server's `HEADSCALE_*` environment variables, e.g.
+    /// `("HEADSCALE_DNS_MAGIC_DNS", "false")`.
+    pub config: &'static [(&'static str, &'static str)],
 }
 
 /// A client to start.
@@ -73,6 +76,8 @@ pub trait World: Send + Sync {
     async fn start_client(&self, spec: &ClientSpec) -> Result<()>;
     /// Stops a client the way a user quits it.
     async fn stop_client(&self, name: &str) -> Result<()>;
+    /// Quits a client and starts it again with the same state (keys) and no auth key.
+    async fn restart_client(&self, name: &str) -> Result<()>;
     /// Sends a request to a client and returns its JSON answer.
     async fn ask(&self, client: &str, request: &Request) -> Result<Value>;
     /// Cuts a client off the network (its process keeps running).
@@ -81,8 +86,12 @@ pub trait World: Send + Sync {
     async fn reconnect(&self, client: &str) -> Result<()>;
     /// Stops the server and starts it again on the same database and keys.
     async fn restart_server(&self) -> Result<()>;
+    /// Kills the server (SIGKILL) and starts it again on the same database and keys.
+    async fn kill_server(&self) -> Result<()>;
     /// Replaces the server's policy file (`policy.path`) while it runs.
     async fn write_policy(&self, policy: &str) -> Result<()>;
+    /// Puts a file where the server's CLI can read it and returns its path there.
+    async fn server_file(&self, name: &str, content: &str) -> Result<String>;
     /// The server's main listener (control, `/derp`), as reachable from this process.
     fn server_addr(&self) -> SocketAddr;
 }
@@ -185,6 +194,9 @@ pub struct ServerNode {
     pub user: Option<ServerUser>,
     /// When its key expires.
     pub expiry: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 impl ServerNode {
@@ -235,12 +247,14 @@ pub struct Tailnet {
     notes: Arc<Mutex<Vec<String>>>,
     /// The clients started and not stopped.
     running: Arc<Mutex<BTreeSet<String>>>,
+    /// Each client's tailnet address as it last said, for reaching one that stopped.
+    addresses: Arc<Mutex<BTreeMap<String, Ipv4Addr>>>,
 }
 
 impl Tailnet {
     /// Wraps a world; clients started through it run `kind`.
     pub fn new(world: Arc<dyn World>, kind: ClientKind) -> Tailnet {
-        Tailnet { world, kind, notes: Arc::default(), running: Arc::default() }
+        Tailnet { world, kind, notes: Arc::default(), running: Arc::default(), addresses: Arc::default() }
     }
 
     /// The world underneath.
@@ -373,7 +387,11 @@ impl Tailnet {
 
     /// A client's own state.
     pub async fn status(&self, client: &str) -> Result<NodeStatus> {
-        self.ask(client, Request::Status).await
+        let status: NodeStatus = self.ask(client, Request::Status).await?;
+        if let Some(ip) = status.ipv4 {
+            self.addresses.lock().expect("addresses lock").insert(client.to_string(), ip);
+        }
+        Ok(status)
     }
 
     /// What `client` knows of `peer`.
@@ -409,7 +427,12 @@ impl Tailnet {
         .await
     }
 
+    /// A client's tailnet address; for one that is stopped, the one it last had.
     async fn ipv4(&self, client: &str) -> Result<Ipv4Addr> {
+        let stopped = !self.running.lock().expect("running lock").contains(client);
+        if let Some(ip) = self.addresses.lock().expect("addresses lock").get(client).filter(|_| stopped) {
+            return Ok(*ip);
+        }
         self.status(client).await?.ipv4.with_context(|| format!("{client} has no tailnet address"))
     }
 
@@ -439,6 +462,57 @@ impl Tailnet {
         self.world.ask(client, &Request::NetMap).await.with_context(|| format!("asking {client} for its map"))
     }
 
+    /// The `Node` entry of `peer` in `client`'s map, as the client decoded it (the official
+    /// client only); `None` when the client does not have it.
+    pub async fn peer_entry(&self, client: &str, peer: &str) -> Result<Option<Value>> {
+        let map = self.netmap(client).await?;
+        let peers = map["Peers"].as_array().cloned().unwrap_or_default();
+        Ok(peers.into_iter().find(|p| {
+            p.pointer("/Hostinfo/Hostname").and_then(Value::as_str) == Some(peer)
+                || p["Name"].as_str().and_then(|n| n.split('.').next()) == Some(peer)
+        }))
+    }
+
+    /// A TCP echo exchange from `from` to the node whose MagicDNS name is `name` (the official
+    /// client only); fails unless the node `expect` answered.
+    pub async fn tcp_name(&self, from: &str, name: &str, expect: &str) -> Result<Exchange> {
+        let x: Exchange = self
+            .ask(from, Request::TcpName(name.into(), ECHO_PORT))
+            .await
+            .with_context(|| format!("TCP from {from} to {name}:{ECHO_PORT} by name"))?;
+        ensure!(x.answered_by.as_deref() == Some(expect), "{name} reached {:?}, expected {expect}", x.answered_by);
+        Ok(x)
+    }
+
+    /// Starts a client with `authkey` that asks for `tags`, without waiting for it.
+    pub async fn start_tagged(&self, name: &str, authkey: Option<&str>, tags: &[&str]) -> Result<()> {
+        self.start_with(ClientSpec {
+            name: name.into(),
+            authkey: authkey.map(str::to_string),
+            ephemeral: false,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            kind: self.kind,
+        })
+        .await
+    }
+
+    /// Quits a client (if it runs) and starts it again with its keys and no auth key.
+    pub async fn restart_client(&self, name: &str) -> Result<()> {
+        self.world.restart_client(name).await.with_context(|| format!("restarting {name}"))?;
+        self.running.lock().expect("running lock").insert(name.to_string());
+        Ok(())
+    }
+
+    /// A request to the server's REST API (`/api/v1/…`) with `api_key` as its bearer token.
+    pub async fn api(&self, method: &str, path: &str, api_key: Option<&str>, body: &str) -> Result<crate::http::Answer> {
+        let auth = api_key.map(|k| format!("Bearer {k}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        crate::http::request(self.world.server_addr(), method, path, &headers, body).await
+    }
+
     /// A UDP echo exchange from `from` to `to` over the tailnet.
     pub async fn udp(&self, from: &str, to: &str) -> Result<Exchange> {
         let addr = SocketAddr::from((self.ipv4(to).await?, ECHO_PORT));
@@ -450,9 +524,10 @@ impl Tailnet {
         self.tcp_port_fails(from, to, ECHO_PORT).await
     }
 
-    /// Checks that `from` cannot reach `to`'s `port` over TCP.
+    /// Checks that `from` cannot reach `to`'s `port` over TCP (within [`crate::node::PROBE_TIMEOUT`]).
     pub async fn tcp_port_fails(&self, from: &str, to: &str, port: u16) -> Result<()> {
-        match self.tcp_port(from, to, port).await {
+        let addr = SocketAddr::from((self.ipv4(to).await?, port));
+        match self.ask::<Exchange>(from, Request::Probe(addr)).await {
             Ok(x) => bail!("{from} reached {to}:{port} over TCP in {:.0} ms, but must not", x.ms),
             Err(_) => Ok(()),
         }

@@ -59,7 +59,7 @@ impl ApiServer {
     async fn start_with(edit: impl FnOnce(&mut Config)) -> Result<ApiServer> {
         init();
         let dir = tempfile::tempdir()?;
-        let mut config = test_config(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &Options::default());
+        let mut config = test_config(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &Options::default())?;
         config.grpc_listen_addr = "127.0.0.1:0".into();
         config.policy.mode = "database".into();
         config.tls_cert_path = dir.path().join("tls.crt").display().to_string();

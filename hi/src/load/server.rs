@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use url::Url;
 
 use super::ControlServer;
-use crate::world::http_get;
+use integration::http::get as http_get;
 
 /// A running `headscale serve`.
 pub struct ServerProcess {

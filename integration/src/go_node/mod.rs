@@ -30,7 +30,7 @@ use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
 use crate::client::{Client, ClientHealth};
-use crate::node::{Exchange, NodeStatus, Request};
+use crate::node::{Exchange, NodeStatus, Request, EXCHANGE_TIMEOUT, PROBE_TIMEOUT};
 use observe::Observed;
 
 /// How a Go node joins.
@@ -54,8 +54,6 @@ pub struct GoSpec {
     pub echo_port: u16,
 }
 
-/// How long one TCP exchange may take.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the client may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -193,8 +191,9 @@ impl GoNode {
         })
     }
 
-    /// An HTTP request through the client's tsnet to `to`, whose echo must answer.
-    async fn tcp(&self, to: SocketAddr) -> Result<Exchange> {
+    /// An HTTP request through the client's tsnet to `to` (`IP:PORT` or `NAME:PORT`, a
+    /// MagicDNS name resolved by the client), whose echo must answer.
+    async fn tcp(&self, to: &str, within: Duration) -> Result<Exchange> {
         self.alive()?;
         let start = Instant::now();
         let dial = *self.dial.lock().expect("dial lock");
@@ -206,7 +205,7 @@ impl GoNode {
             sock.read_to_end(&mut raw).await?;
             anyhow::Ok(String::from_utf8_lossy(&raw).into_owned())
         };
-        let raw = timeout(EXCHANGE_TIMEOUT, fetch).await.with_context(|| format!("no answer from {to} within {EXCHANGE_TIMEOUT:?}"))??;
+        let raw = timeout(within, fetch).await.with_context(|| format!("no answer from {to} within {within:?}"))??;
         let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
         let status = head.split_whitespace().nth(1).unwrap_or("");
         ensure!(
@@ -215,7 +214,8 @@ impl GoNode {
             head.lines().next().unwrap_or(""),
             body.trim()
         );
-        Ok(Exchange { ms: start.elapsed().as_secs_f64() * 1000.0 })
+        let answered_by = body.strip_prefix(caddy::ECHO_PREFIX).map(|n| n.trim().to_string());
+        Ok(Exchange { ms: start.elapsed().as_secs_f64() * 1000.0, answered_by })
     }
 }
 
@@ -228,7 +228,11 @@ impl Client for GoNode {
                 self.alive()?;
                 serde_json::to_value(self.observed.lock().expect("observed lock").map.peer(name))?
             }
-            Request::Tcp(addr) => serde_json::to_value(self.tcp(*addr).await?)?,
+            Request::Tcp(addr) => serde_json::to_value(self.tcp(&addr.to_string(), EXCHANGE_TIMEOUT).await?)?,
+            Request::Probe(addr) => serde_json::to_value(self.tcp(&addr.to_string(), PROBE_TIMEOUT).await?)?,
+            Request::TcpName(name, port) => {
+                serde_json::to_value(self.tcp(&format!("{name}:{port}"), EXCHANGE_TIMEOUT).await?)?
+            }
             Request::Udp(_) => bail!("the official client runs inside Caddy here, which offers no UDP socket on the tailnet"),
             Request::Login(key) => {
                 self.spec.lock().expect("spec lock").authkey = Some(key.clone());

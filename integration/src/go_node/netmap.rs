@@ -78,7 +78,7 @@ impl NetMap {
                 }
             }
         }
-        self.apply_flags(resp.get("OnlineChange"), "Online", |online| Value::Bool(online));
+        self.apply_flags(resp.get("OnlineChange"), "Online", Value::Bool);
         self.apply_flags(resp.get("PeerSeenChange"), "LastSeen", |seen| match seen {
             true => Value::String(Utc::now().to_rfc3339()),
             false => Value::Null,

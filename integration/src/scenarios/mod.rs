@@ -1,0 +1,45 @@
+//! The scenarios, each written once against [`Tailnet`] and run in both worlds — by
+//! `cargo test -p integration --test scenarios` in-process and by `hi run PATTERN` in Docker —
+//! with both clients (the official Go client and tailscale-rs) unless a scenario says why it
+//! cannot run with one. [`all`] lists them, area by area; names are CamelCase and say the
+//! behaviour proved, so that `hi run 'Acl*'` selects by prefix.
+
+mod caps;
+mod cli_api;
+mod connectivity;
+mod derp;
+mod dns;
+mod policy;
+mod registration;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use headscale::tailcfg::{NodeKey, PrivateKey};
+
+use crate::eventually;
+use crate::noise_client::NoiseClient;
+use crate::scenario::{
+    skip_if_unsupported, ClientKind, KeyOptions, Scenario, ServerSetup, Tailnet, Verdict, ECHO_PORT, SETTLE,
+};
+
+/// Every scenario, in the order `hi` runs them.
+pub fn all() -> Vec<Scenario> {
+    [connectivity::list(), registration::list(), policy::list(), dns::list(), caps::list(), derp::list(), cli_api::list()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Every ordered pair of distinct names.
+fn pairs(names: &[String]) -> impl Iterator<Item = (&str, &str)> {
+    names.iter().flat_map(move |a| names.iter().filter(move |b| *b != a).map(move |b| (a.as_str(), b.as_str())))
+}
+
+/// Waits until every node sees every other reachable.
+async fn all_reachable(t: &Tailnet, names: &[String]) -> Result<()> {
+    for (a, b) in pairs(names) {
+        t.await_reachable(a, b).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,442 @@
+//! Policy: ACLs and grants on users, groups, tags, autogroups, hosts and prefixes; tags set by
+//! the admin; a policy changed under connected clients, and one refused while they run.
+
+use super::*;
+
+/// This area's scenarios.
+pub fn list() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "AclAllowDeny",
+            about: "a user-to-user policy allows what it grants and denies the rest",
+            setup: ServerSetup { policy: Some(USER_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_matrix(t)),
+        },
+        Scenario {
+            name: "AclTags",
+            about: "a policy on tags: tagged nodes are reached as granted, and only so",
+            setup: ServerSetup { policy: Some(TAG_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_tags(t)),
+        },
+        Scenario {
+            name: "AclRuntimeChange",
+            about: "one port allowed, another refused, a user hidden; a policy change applies to connected clients",
+            setup: ServerSetup { policy: Some(BOB_ONLY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_runtime_change(t)),
+        },
+        Scenario {
+            name: "AclAutogroupMember",
+            about: "autogroup:member covers the users' own nodes and not tagged ones",
+            setup: ServerSetup { policy: Some(MEMBER_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_autogroup_member(t)),
+        },
+        Scenario {
+            name: "AclAutogroupSelf",
+            about: "autogroup:self lets a user's nodes reach each other and no one else's",
+            setup: ServerSetup { policy: Some(SELF_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_autogroup_self(t)),
+        },
+        Scenario {
+            name: "AclGroups",
+            about: "a group's members reach what the group is granted; others do not",
+            setup: ServerSetup { policy: Some(GROUP_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_groups(t)),
+        },
+        Scenario {
+            name: "AclHostsAndPrefixes",
+            about: "a hosts alias for the tailnet prefix and a raw prefix as destinations grant what they cover",
+            setup: ServerSetup { policy: Some(HOSTS_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_hosts(t)),
+        },
+        Scenario {
+            name: "AclWildcardAllowsAll",
+            about: "src * to *:* lets every node reach every other, across users",
+            setup: ServerSetup { policy: Some(ALLOW_ALL), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_wildcard(t)),
+        },
+        Scenario {
+            name: "AclEmptyListDeniesAll",
+            about: "a policy whose acls list is empty shows no node any peer and lets no traffic through",
+            setup: ServerSetup { policy: Some(r#"{ "acls": [] }"#), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_empty(t)),
+        },
+        Scenario {
+            name: "AclNoRulesAllowsAll",
+            about: "a policy with neither acls nor grants (`{}`) lets every node reach every other, as Headscale does",
+            setup: ServerSetup { policy: Some("{}"), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_wildcard(t)),
+        },
+        Scenario {
+            name: "GrantsIpPorts",
+            about: "a grant with ip [\"tcp:7000\"] opens that port and not the next",
+            setup: ServerSetup { policy: Some(GRANT_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(grants_ip(t)),
+        },
+        Scenario {
+            name: "PolicyInvalidChangeKeepsLast",
+            about: "an invalid policy written under running clients is refused and the last good one stays in force",
+            setup: ServerSetup { policy: Some(USER_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(policy_invalid_change(t)),
+        },
+        Scenario {
+            name: "PolicyCheckCli",
+            about: "`headscale policy check` accepts a valid file and refuses an invalid one with the reason",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(policy_check_cli(t)),
+        },
+        Scenario {
+            name: "AclTagSetByAdminApplies",
+            about: "tagging a running node with `nodes tag` moves it under the tag's rules",
+            setup: ServerSetup { policy: Some(TAG_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_tag_set_by_admin(t)),
+        },
+        Scenario {
+            name: "AclTagOwnedByGroup",
+            about: "a tag owned by a group can be asked for by the group's members only",
+            setup: ServerSetup { policy: Some(GROUP_TAG_OWNER), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")],
+            run: |t| Box::pin(acl_tag_owned_by_group(t)),
+        },
+    ]
+}
+
+// tailscale-rs 0.6.1 filters inbound packets without connection tracking: a reply is
+// accepted only if the replying peer may reach the sender's (ephemeral) port. Tailscale's own
+// client accepts replies to flows it opened. So every policy below that lets A open
+// connections to B also lets B reach A, and the scenarios check what A may open on B.
+
+/// alice's nodes may open connections to bob's echo port only (bob's nodes may answer).
+const USER_POLICY: &str = r#"{
+  "acls": [
+    { "action": "accept", "src": ["alice@"], "dst": ["bob@:7000"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["alice@:*"] },
+  ],
+}"#;
+
+async fn acl_matrix(t: Tailnet) -> Result<Verdict> {
+    let mut names = Vec::new();
+    for user in ["alice", "bob"] {
+        let id = t.user(user).await?;
+        let key = t.key(id, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+        for i in 1..=2 {
+            let name = format!("{user}-{i}");
+            t.join(&name, &key.key).await?;
+            names.push(name);
+        }
+    }
+    t.await_reachable("alice-1", "bob-1").await?;
+    for (a, b) in pairs(&names) {
+        if a.starts_with("alice") && b.starts_with("bob") {
+            t.tcp(a, b).await?;
+            t.udp_if_possible(a, b).await?;
+            t.tcp_port_fails(a, b, ECHO_PORT + 1).await?;
+        } else if a[..3] == b[..3] {
+            ensure!(t.peer(a, b).await?.is_none(), "{a} sees {b}, but no rule connects them");
+            t.tcp_fails(a, b).await?;
+        }
+    }
+    Ok(Verdict::Passed)
+}
+
+/// bob's nodes may open connections to `tag:server` nodes (which may answer); alice's may not.
+const TAG_POLICY: &str = r#"{
+  "tagOwners": { "tag:server": ["alice@"] },
+  "acls": [
+    { "action": "accept", "src": ["bob@"], "dst": ["tag:server:7000"] },
+    { "action": "accept", "src": ["tag:server"], "dst": ["bob@:*"] },
+  ],
+}"#;
+
+async fn acl_tags(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let bob = t.user("bob").await?;
+    let tagged = t.key(alice, KeyOptions { tags: Some("tag:server"), ..KeyOptions::default() }).await?;
+    t.join("server-1", &tagged.key).await?;
+    t.join("bob-1", &t.key(bob, KeyOptions::default()).await?.key).await?;
+    t.join("alice-1", &t.key(alice, KeyOptions::default()).await?.key).await?;
+    ensure!(t.node("server-1").await?.user.is_none_or(|u| u.name != "alice"), "a tagged node belongs to no user");
+    t.await_reachable("bob-1", "server-1").await?;
+    t.tcp("bob-1", "server-1").await?;
+    t.tcp_port_fails("bob-1", "server-1", ECHO_PORT + 1).await?;
+    ensure!(t.peer("alice-1", "server-1").await?.is_none(), "the tag owner's node sees the server without a rule");
+    t.tcp_fails("alice-1", "server-1").await?;
+    Ok(Verdict::Passed)
+}
+
+/// alice may open connections to bob's echo port only, and does not see carol.
+const BOB_ONLY: &str = r#"{
+  "acls": [
+    { "action": "accept", "src": ["alice@", "carol@"], "dst": ["bob@:7000"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["alice@:*", "carol@:*"] },
+  ],
+}"#;
+
+/// What the administrator changes it to: alice may reach carol on both echo ports, not bob.
+const CAROL_ONLY: &str = r#"{
+  "acls": [
+    { "action": "accept", "src": ["alice@"], "dst": ["carol@:7000-7001"] },
+    { "action": "accept", "src": ["carol@"], "dst": ["alice@:*"] },
+  ],
+}"#;
+
+/// How soon connected clients must follow a policy change.
+const POLICY_CHANGE_WITHIN: Duration = Duration::from_secs(3);
+
+async fn acl_runtime_change(t: Tailnet) -> Result<Verdict> {
+    for user in ["alice", "bob", "carol"] {
+        let id = t.user(user).await?;
+        let key = t.key(id, KeyOptions::default()).await?;
+        t.join(&format!("{user}-1"), &key.key).await?;
+    }
+    t.await_reachable("alice-1", "bob-1").await?;
+    t.await_reachable("carol-1", "bob-1").await?;
+    t.tcp("alice-1", "bob-1").await?;
+    t.tcp_port_fails("alice-1", "bob-1", ECHO_PORT + 1).await?;
+    ensure!(t.peer("alice-1", "carol-1").await?.is_none(), "alice sees carol, whom the policy hides from her");
+    t.tcp_fails("alice-1", "carol-1").await?;
+
+    let changed = Instant::now();
+    t.world().write_policy(CAROL_ONLY).await?;
+    t.await_reachable("alice-1", "carol-1").await?;
+    t.await_gone("alice-1", "bob-1").await?;
+    let took = changed.elapsed();
+    tracing::info!(?took, "connected clients follow the new policy");
+    ensure!(took <= POLICY_CHANGE_WITHIN, "the policy change took {took:?} to reach the clients");
+    t.tcp("alice-1", "carol-1").await?;
+    t.tcp_port("alice-1", "carol-1", ECHO_PORT + 1).await?;
+    t.tcp_fails("alice-1", "bob-1").await?;
+    Ok(Verdict::Passed)
+}
+
+/// Joins one node per user with a fresh key each, named `USER-1`.
+async fn one_each(t: &Tailnet, users: &[&str]) -> Result<()> {
+    for user in users {
+        let id = t.user(user).await?;
+        let key = t.key(id, KeyOptions::default()).await?;
+        t.join(&format!("{user}-1"), &key.key).await?;
+    }
+    Ok(())
+}
+
+/// Users' nodes may open connections to tagged nodes; tagged nodes may answer members.
+const MEMBER_POLICY: &str = r#"{
+  "tagOwners": { "tag:srv": ["alice@"] },
+  "acls": [
+    { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:srv:7000"] },
+    { "action": "accept", "src": ["tag:srv"], "dst": ["autogroup:member:*"] },
+  ],
+}"#;
+
+async fn acl_autogroup_member(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let bob = t.user("bob").await?;
+    t.join("alice-1", &t.key(alice, KeyOptions::default()).await?.key).await?;
+    t.join("bob-1", &t.key(bob, KeyOptions::default()).await?.key).await?;
+    let tagged = t.key(alice, KeyOptions { reusable: true, tags: Some("tag:srv"), ..KeyOptions::default() }).await?;
+    t.join("srv-1", &tagged.key).await?;
+    t.join("srv-2", &tagged.key).await?;
+    for member in ["alice-1", "bob-1"] {
+        t.await_reachable(member, "srv-1").await?;
+        t.tcp(member, "srv-1").await?;
+    }
+    ensure!(t.peer("alice-1", "bob-1").await?.is_none(), "members see each other, but no rule connects them");
+    ensure!(t.peer("srv-1", "srv-2").await?.is_none(), "tagged nodes see each other, but autogroup:member excludes them");
+    t.tcp_fails("srv-1", "srv-2").await?;
+    Ok(Verdict::Passed)
+}
+
+const SELF_POLICY: &str = r#"{
+  "acls": [ { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"] } ],
+}"#;
+
+async fn acl_autogroup_self(t: Tailnet) -> Result<Verdict> {
+    let mut names = Vec::new();
+    for user in ["alice", "bob"] {
+        let id = t.user(user).await?;
+        let key = t.key(id, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+        for i in 1..=2 {
+            let name = format!("{user}-{i}");
+            t.join(&name, &key.key).await?;
+            names.push(name);
+        }
+    }
+    for (a, b) in pairs(&names) {
+        if a[..3] == b[..3] {
+            t.await_reachable(a, b).await?;
+            t.tcp(a, b).await?;
+        } else {
+            ensure!(t.peer(a, b).await?.is_none(), "{a} sees {b}, another user's node");
+        }
+    }
+    t.tcp_fails("alice-1", "bob-1").await?;
+    Ok(Verdict::Passed)
+}
+
+const GROUP_POLICY: &str = r#"{
+  "groups": { "group:ops": ["alice@", "carol@"] },
+  "acls": [
+    { "action": "accept", "src": ["group:ops"], "dst": ["bob@:7000"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["group:ops:*"] },
+  ],
+}"#;
+
+async fn acl_groups(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob", "carol", "dave"]).await?;
+    for member in ["alice-1", "carol-1"] {
+        t.await_reachable(member, "bob-1").await?;
+        t.tcp(member, "bob-1").await?;
+        t.tcp_port_fails(member, "bob-1", ECHO_PORT + 1).await?;
+    }
+    ensure!(t.peer("dave-1", "bob-1").await?.is_none(), "dave, outside the group, sees bob");
+    t.tcp_fails("dave-1", "bob-1").await?;
+    Ok(Verdict::Passed)
+}
+
+const HOSTS_POLICY: &str = r#"{
+  "hosts": { "tailnet": "100.64.0.0/10" },
+  "acls": [
+    { "action": "accept", "src": ["alice@"], "dst": ["tailnet:7000"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["100.64.0.0/10:7001"] },
+    { "action": "accept", "src": ["carol@"], "dst": ["alice@:*", "bob@:*"] },
+  ],
+}"#;
+
+async fn acl_hosts(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob", "carol"]).await?;
+    t.await_reachable("alice-1", "carol-1").await?;
+    t.tcp("alice-1", "carol-1").await?;
+    t.tcp_port_fails("alice-1", "carol-1", ECHO_PORT + 1).await?;
+    t.await_reachable("bob-1", "carol-1").await?;
+    t.tcp_port("bob-1", "carol-1", ECHO_PORT + 1).await?;
+    t.tcp_port_fails("bob-1", "carol-1", ECHO_PORT).await?;
+    Ok(Verdict::Passed)
+}
+
+const ALLOW_ALL: &str = r#"{ "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ] }"#;
+
+async fn acl_wildcard(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob", "carol"]).await?;
+    let names = ["alice-1", "bob-1", "carol-1"].map(String::from);
+    all_reachable(&t, &names).await?;
+    for (a, b) in pairs(&names) {
+        t.tcp_port(a, b, ECHO_PORT + 1).await?;
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn acl_empty(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob"]).await?;
+    let user = t.user("carol").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("carol-1", &key.key).await?;
+    t.join("carol-2", &key.key).await?;
+    let names = ["alice-1", "bob-1", "carol-1", "carol-2"].map(String::from);
+    for (a, b) in pairs(&names) {
+        ensure!(t.peer(a, b).await?.is_none(), "{a} sees {b}, but the policy has no rules");
+    }
+    t.tcp_fails("carol-1", "carol-2").await?;
+    Ok(Verdict::Passed)
+}
+
+const GRANT_POLICY: &str = r#"{
+  "grants": [
+    { "src": ["alice@"], "dst": ["bob@"], "ip": ["tcp:7000"] },
+    { "src": ["bob@"], "dst": ["alice@"], "ip": ["*"] },
+  ],
+}"#;
+
+async fn grants_ip(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob"]).await?;
+    t.await_reachable("alice-1", "bob-1").await?;
+    t.tcp("alice-1", "bob-1").await?;
+    t.tcp_port_fails("alice-1", "bob-1", ECHO_PORT + 1).await?;
+    Ok(Verdict::Passed)
+}
+
+/// What the administrator writes by mistake: it would open every port, and its own test
+/// fails, so the server must refuse it.
+const FAILS_ITS_TESTS: &str = r#"{
+  "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ],
+  "tests": [ { "src": "alice@", "deny": ["bob@:7001"] } ],
+}"#;
+
+async fn policy_invalid_change(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob"]).await?;
+    t.await_reachable("alice-1", "bob-1").await?;
+    t.tcp("alice-1", "bob-1").await?;
+    for refused in [r#"{ "acls": [ { "action": "allow-everything", "src": ["*"] } ] }"#, FAILS_ITS_TESTS] {
+        t.world().write_policy(refused).await?;
+        // The server checks the file every second; give it several chances to (wrongly) apply it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        t.tcp("alice-1", "bob-1").await?;
+        t.tcp_port_fails("alice-1", "bob-1", ECHO_PORT + 1).await?;
+    }
+    // Fixed again, the file applies.
+    t.world().write_policy(ALLOW_ALL).await?;
+    eventually("alice-1 to reach bob-1's second port", SETTLE, || async {
+        t.tcp_port("alice-1", "bob-1", ECHO_PORT + 1).await.ok()
+    })
+    .await?;
+    Ok(Verdict::Passed)
+}
+
+async fn policy_check_cli(t: Tailnet) -> Result<Verdict> {
+    t.user("alice").await?;
+    let good = t.world().server_file("good.hujson", USER_POLICY).await?;
+    t.world().headscale(&["policy", "check", "-f", &good]).await.context("checking a valid policy")?;
+    let bad = t.world().server_file("bad.hujson", r#"{ "acls": [ { "action": "accept", "src": ["group:nobody"], "dst": ["*:*"] } ] }"#).await?;
+    match t.world().headscale(&["policy", "check", "-f", &bad]).await {
+        Ok(out) => anyhow::bail!("an undefined group passed the check: {out}"),
+        Err(e) => ensure!(format!("{e:#}").contains("group:nobody"), "the refusal does not name the group: {e:#}"),
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn acl_tag_set_by_admin(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let bob = t.user("bob").await?;
+    t.join("box", &t.key(alice, KeyOptions::default()).await?.key).await?;
+    t.join("bob-1", &t.key(bob, KeyOptions::default()).await?.key).await?;
+    ensure!(t.peer("bob-1", "box").await?.is_none(), "bob sees alice's untagged node without a rule");
+    let id = t.node("box").await?.id;
+    t.world().headscale(&["nodes", "tag", "-i", &id.to_string(), "-t", "tag:server"]).await?;
+    ensure!(t.node("box").await?.tags == ["tag:server"], "the server lists the node's new tag");
+    t.await_reachable("bob-1", "box").await?;
+    t.tcp("bob-1", "box").await?;
+    t.tcp_port_fails("bob-1", "box", ECHO_PORT + 1).await?;
+    Ok(Verdict::Passed)
+}
+
+const GROUP_TAG_OWNER: &str = r#"{
+  "groups": { "group:ops": ["alice@"] },
+  "tagOwners": { "tag:ops": ["group:ops"] },
+  "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ],
+}"#;
+
+async fn acl_tag_owned_by_group(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let bob = t.user("bob").await?;
+    t.start_tagged("ops-1", Some(&t.key(alice, KeyOptions::default()).await?.key), &["tag:ops"]).await?;
+    t.joined("ops-1").await?;
+    ensure!(t.node("ops-1").await?.tags == ["tag:ops"], "alice's node got tag:ops");
+    t.start_tagged("ops-2", Some(&t.key(bob, KeyOptions::default()).await?.key), &["tag:ops"]).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s = t.status("ops-2").await?;
+    ensure!(!s.authorized, "bob, outside the group, got tag:ops: {s:?}");
+    ensure!(t.nodes().await?.len() == 1, "only alice's node is registered");
+    Ok(Verdict::Passed)
+}

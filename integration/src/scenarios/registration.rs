@@ -1,0 +1,436 @@
+//! Registration: pre-auth keys of every kind (reusable, one-shot, expired, ephemeral,
+//! tagged), tags a client asks for, interactive login, logout and login again, expiry,
+//! deletion and renaming of nodes.
+
+use super::*;
+
+/// This area's scenarios.
+pub fn list() -> Vec<Scenario> {
+    let short_ephemeral = ServerSetup { ephemeral_timeout: Some(Duration::from_secs(5)), ..ServerSetup::default() };
+    vec![
+        Scenario {
+            name: "PreAuthKeyReusable",
+            about: "one reusable key registers two nodes that reach each other",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(reusable_key(t)),
+        },
+        Scenario {
+            name: "PreAuthKeyOneShot",
+            about: "a one-shot key registers one node; a second machine with it is refused",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(one_shot_key(t)),
+        },
+        Scenario {
+            name: "PreAuthKeyExpired",
+            about: "an expired key registers nothing",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(expired_key(t)),
+        },
+        Scenario {
+            name: "PreAuthKeyEphemeral",
+            about: "an ephemeral node is removed after it disconnects, and its peers drop it",
+            setup: short_ephemeral,
+            not_with: &[],
+            run: |t| Box::pin(ephemeral_key(t)),
+        },
+        Scenario {
+            name: "LogoutLoginKeepsAddress",
+            about: "a node logged out (expired by the admin) logs in again with a new key and keeps its address",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(logout_login(t)),
+        },
+        Scenario {
+            name: "NodeExpiry",
+            about: "an expired node is cut off and its peers see it expired",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(node_expiry(t)),
+        },
+        Scenario {
+            name: "InteractiveLogin",
+            about: "a node without a key gets a URL and is approved with `headscale auth register`",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(interactive_login(t)),
+        },
+        Scenario {
+            name: "PreAuthKeyTaggedMakesTaggedNode",
+            about: "a tagged pre-auth key registers a node owned by its tags, not by a user, and peers see the tags",
+            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(tagged_key(t)),
+        },
+        Scenario {
+            name: "RequestedTagOwnedIsApplied",
+            about: "a node asking for a tag its key's user owns (tagOwners) registers as a tagged node",
+            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")],
+            run: |t| Box::pin(requested_tag_owned(t)),
+        },
+        Scenario {
+            name: "RequestedTagNotOwnedIsRefused",
+            about: "a node asking for a tag its key's user does not own is refused and nothing is registered",
+            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")],
+            run: |t| Box::pin(requested_tag_not_owned(t)),
+        },
+        Scenario {
+            name: "TaggedKeyRefusesOtherRequestedTags",
+            about: "a node with a tagged key that asks for another tag is refused",
+            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")],
+            run: |t| Box::pin(tagged_key_other_tag(t)),
+        },
+        Scenario {
+            name: "KeyExpiredAfterUseKeepsNodes",
+            about: "expiring a used reusable key keeps its nodes connected but registers no new one",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(key_expired_after_use(t)),
+        },
+        Scenario {
+            name: "NodeDeletedIsDroppedByPeers",
+            about: "a node deleted by the admin disappears from its peers' maps and from the server",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(node_deleted(t)),
+        },
+        Scenario {
+            name: "NodeRenamedReachedByNewName",
+            about: "a node renamed by the admin is shown under its new DNS name and reached by it",
+            setup: ServerSetup::default(),
+            not_with: &[(ClientKind::Rs, "tailscale-rs resolves no MagicDNS names")],
+            run: |t| Box::pin(node_renamed(t)),
+        },
+        Scenario {
+            name: "InteractiveLoginUnknownUserRefused",
+            about: "approving a waiting node for a user that does not exist fails and registers nothing; the right user works",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(interactive_unknown_user(t)),
+        },
+        Scenario {
+            name: "InteractiveLoginRequestedTags",
+            about: "a node logging in interactively with a tag the approving user owns becomes tagged",
+            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")],
+            run: |t| Box::pin(interactive_requested_tags(t)),
+        },
+        Scenario {
+            name: "NodeExpiryDisabledByAdmin",
+            about: "an expired node whose expiry the admin disables is let back in without a new login",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(expiry_disabled(t)),
+        },
+        Scenario {
+            name: "UserWithNodesCannotBeDestroyed",
+            about: "a user who owns nodes cannot be destroyed; once the nodes are deleted the user can",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(user_destroy(t)),
+        },
+    ]
+}
+
+async fn reusable_key(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("reuse").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("first", &key.key).await?;
+    t.join("second", &key.key).await?;
+    t.await_reachable("first", "second").await?;
+    t.tcp("first", "second").await?;
+    ensure!(t.nodes().await?.len() == 2, "two nodes registered with one reusable key");
+    Ok(Verdict::Passed)
+}
+
+/// Checks for a few seconds that `client` stays unauthorized and the server lists only `names`.
+async fn stays_refused(t: &Tailnet, client: &str, names: &[&str]) -> Result<()> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < until {
+        let s = t.status(client).await?;
+        ensure!(!s.authorized && s.ipv4.is_none(), "{client} was let in: {s:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let listed: Vec<String> = t.nodes().await?.into_iter().map(|n| n.given_name).collect();
+    ensure!(listed == names, "the server lists {listed:?}, expected {names:?}");
+    Ok(())
+}
+
+async fn one_shot_key(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("once").await?;
+    let key = t.key(user, KeyOptions::default()).await?;
+    t.join("first", &key.key).await?;
+    t.start("second", Some(&key.key), false).await?;
+    stays_refused(&t, "second", &["first"]).await?;
+    let keys: Vec<serde_json::Value> = t.cli_json(&["preauthkeys", "list"]).await?;
+    ensure!(keys.iter().all(|k| k["used"] == true), "the one-shot key is marked used: {keys:?}");
+    Ok(Verdict::Passed)
+}
+
+async fn expired_key(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("late").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.world().headscale(&["preauthkeys", "expire", "-i", &key.id.to_string()]).await?;
+    t.start("late", Some(&key.key), false).await?;
+    stays_refused(&t, "late", &[]).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn ephemeral_key(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("eph").await?;
+    let stay = t.key(user, KeyOptions::default()).await?;
+    let fleeting = t.key(user, KeyOptions { ephemeral: true, ..KeyOptions::default() }).await?;
+    t.join("stays", &stay.key).await?;
+    t.join("fleeting", &fleeting.key).await?;
+    t.await_reachable("stays", "fleeting").await?;
+    t.stop("fleeting").await?;
+    eventually("the server to remove the ephemeral node", SETTLE, || async {
+        let nodes = t.nodes().await.ok()?;
+        (nodes.len() == 1 && nodes[0].given_name == "stays").then_some(())
+    })
+    .await?;
+    t.await_gone("stays", "fleeting").await?;
+    Ok(Verdict::Passed)
+}
+
+async fn logout_login(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("roam").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    let before = t.join("roamer", &key.key).await?;
+    t.join("home", &key.key).await?;
+    t.await_reachable("home", "roamer").await?;
+    // tailscale-rs cannot log out by itself: the admin logs the node out instead.
+    let id = t.node("roamer").await?.id;
+    t.world().headscale(&["nodes", "expire", "-i", &id.to_string()]).await?;
+    t.await_peer("home", "roamer", "expired", |p| p.expired()).await?;
+    let fresh = t.key(user, KeyOptions::default()).await?;
+    t.login("roamer", &fresh.key).await?;
+    let after = t.joined("roamer").await?;
+    ensure!(after.ipv4 == before.ipv4 && after.ipv6 == before.ipv6, "address changed: {before:?} -> {after:?}");
+    ensure!(t.nodes().await?.len() == 2, "logging in again made no new node");
+    t.await_peer("home", "roamer", "no longer expired", |p| !p.expired()).await?;
+    t.await_reachable("home", "roamer").await?;
+    t.tcp("home", "roamer").await?;
+    Ok(Verdict::Passed)
+}
+
+async fn node_expiry(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("exp").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    let names = ["doomed", "left", "right"].map(String::from);
+    for n in &names {
+        t.join(n, &key.key).await?;
+    }
+    all_reachable(&t, &names).await?;
+    t.tcp("left", "doomed").await?;
+    let id = t.node("doomed").await?.id;
+    t.world().headscale(&["nodes", "expire", "-i", &id.to_string()]).await?;
+    ensure!(t.node("doomed").await?.expired(), "the server lists the node as expired");
+    for peer in ["left", "right"] {
+        t.await_peer(peer, "doomed", "expired", |p| p.expired()).await?;
+    }
+    t.tcp_fails("left", "doomed").await?;
+    t.tcp_fails("doomed", "right").await?;
+    t.tcp("left", "right").await?;
+    Ok(Verdict::Passed)
+}
+
+async fn interactive_login(t: Tailnet) -> Result<Verdict> {
+    t.user("dave").await?;
+    t.start("laptop", None, false).await?;
+    let url = eventually("laptop to get a login URL", SETTLE, || async {
+        t.status("laptop").await.ok().and_then(|s| s.auth_url)
+    })
+    .await?;
+    let auth_id = url.rsplit('/').next().context("auth id in the login URL")?.to_string();
+    ensure!(auth_id.starts_with("hskey-authreq-"), "login URL {url}");
+    ensure!(t.nodes().await?.is_empty(), "nothing is registered before approval");
+    t.world().headscale(&["auth", "register", "--auth-id", &auth_id, "--user", "dave"]).await?;
+    let status = t.joined("laptop").await?;
+    let node = t.node("laptop").await?;
+    ensure!(node.user.as_ref().is_some_and(|u| u.name == "dave"), "the node belongs to dave: {node:?}");
+    let ip = status.ipv4.context("address")?.to_string();
+    ensure!(node.ip_addresses.contains(&ip), "client address {ip} is the server's {:?}", node.ip_addresses);
+    Ok(Verdict::Passed)
+}
+
+/// alice owns `tag:web`; bob owns nothing; everyone may reach everyone.
+const TAG_OWNERS: &str = r#"{
+  "tagOwners": { "tag:web": ["alice@"], "tag:db": ["alice@"] },
+  "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ],
+}"#;
+
+/// Waits until the server lists `name` as a tagged node with exactly `tags` and no user.
+async fn tagged_as(t: &Tailnet, name: &str, tags: &[&str]) -> Result<()> {
+    let node = t.node(name).await?;
+    ensure!(node.tags == tags, "{name} has tags {:?}, expected {tags:?}", node.tags);
+    ensure!(node.user.as_ref().is_none_or(|u| u.name != "alice" && u.name != "bob"), "{name} is owned by {:?}", node.user);
+    Ok(())
+}
+
+async fn tagged_key(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let key = t.key(alice, KeyOptions { tags: Some("tag:web"), ..KeyOptions::default() }).await?;
+    t.join("web-1", &key.key).await?;
+    t.join("alice-1", &t.key(alice, KeyOptions::default()).await?.key).await?;
+    tagged_as(&t, "web-1", &["tag:web"]).await?;
+    let status = t.status("web-1").await?;
+    ensure!(status.key_expiry.is_none(), "a tagged node's key never expires, its map says {:?}", status.key_expiry);
+    t.await_reachable("alice-1", "web-1").await?;
+    t.tcp("alice-1", "web-1").await?;
+    if t.client() == ClientKind::Go {
+        let peer = t.peer_entry("alice-1", "web-1").await?.context("alice-1 has web-1 in its map")?;
+        ensure!(peer["Tags"] == serde_json::json!(["tag:web"]), "alice-1 sees web-1 with tags {}", peer["Tags"]);
+    } else {
+        t.note("peer tags not checked: tailscale-rs shows no raw map");
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn requested_tag_owned(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let key = t.key(alice, KeyOptions::default()).await?;
+    t.start_tagged("web-1", Some(&key.key), &["tag:web"]).await?;
+    t.joined("web-1").await?;
+    tagged_as(&t, "web-1", &["tag:web"]).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn requested_tag_not_owned(t: Tailnet) -> Result<Verdict> {
+    t.user("alice").await?;
+    let bob = t.user("bob").await?;
+    let key = t.key(bob, KeyOptions::default()).await?;
+    t.start_tagged("sneaky", Some(&key.key), &["tag:web"]).await?;
+    stays_refused(&t, "sneaky", &[]).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn tagged_key_other_tag(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let key = t.key(alice, KeyOptions { tags: Some("tag:web"), ..KeyOptions::default() }).await?;
+    t.start_tagged("db-1", Some(&key.key), &["tag:db"]).await?;
+    stays_refused(&t, "db-1", &[]).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn key_expired_after_use(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("lapse").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("kept-1", &key.key).await?;
+    t.join("kept-2", &key.key).await?;
+    t.await_reachable("kept-1", "kept-2").await?;
+    t.world().headscale(&["preauthkeys", "expire", "-i", &key.id.to_string()]).await?;
+    t.start("refused", Some(&key.key), false).await?;
+    stays_refused(&t, "refused", &["kept-1", "kept-2"]).await?;
+    for (a, b) in [("kept-1", "kept-2"), ("kept-2", "kept-1")] {
+        t.tcp(a, b).await?;
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn node_deleted(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("prune").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    let names = ["gone", "left", "right"].map(String::from);
+    for n in &names {
+        t.join(n, &key.key).await?;
+    }
+    all_reachable(&t, &names).await?;
+    let id = t.node("gone").await?.id;
+    t.world().headscale(&["nodes", "delete", "-i", &id.to_string(), "--force"]).await?;
+    for peer in ["left", "right"] {
+        t.await_gone(peer, "gone").await?;
+    }
+    let listed: Vec<String> = t.nodes().await?.into_iter().map(|n| n.given_name).collect();
+    ensure!(listed == ["left", "right"], "the server lists {listed:?} after the deletion");
+    t.tcp("left", "right").await?;
+    Ok(Verdict::Passed)
+}
+
+async fn node_renamed(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("label").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("plain", &key.key).await?;
+    t.join("viewer", &key.key).await?;
+    t.await_reachable("viewer", "plain").await?;
+    let id = t.node("plain").await?.id;
+    t.world().headscale(&["nodes", "rename", "-i", &id.to_string(), "fancy"]).await?;
+    ensure!(t.node("fancy").await?.given_name == "fancy", "the server lists the new name");
+    eventually("viewer to see plain as fancy", SETTLE, || async {
+        let p = t.peer_entry("viewer", "plain").await.ok()??;
+        p["Name"].as_str().is_some_and(|n| n.starts_with("fancy.")).then_some(())
+    })
+    .await?;
+    t.tcp_name("viewer", "fancy", "plain").await?;
+    Ok(Verdict::Passed)
+}
+
+/// Starts `name` without a key and returns the auth id of the login it waits for.
+async fn waiting_login(t: &Tailnet, name: &str, tags: &[&str]) -> Result<String> {
+    t.start_tagged(name, None, tags).await?;
+    let url = eventually(&format!("{name} to get a login URL"), SETTLE, || async {
+        t.status(name).await.ok().and_then(|s| s.auth_url)
+    })
+    .await?;
+    Ok(url.rsplit('/').next().context("auth id in the login URL")?.to_string())
+}
+
+async fn interactive_unknown_user(t: Tailnet) -> Result<Verdict> {
+    t.user("erin").await?;
+    let auth_id = waiting_login(&t, "desk", &[]).await?;
+    let wrong = t.world().headscale(&["auth", "register", "--auth-id", &auth_id, "--user", "nobody"]).await;
+    ensure!(wrong.is_err(), "approving for a user that does not exist succeeded: {wrong:?}");
+    ensure!(t.nodes().await?.is_empty(), "a node was registered for a user that does not exist");
+    ensure!(!t.status("desk").await?.authorized, "the node was let in");
+    t.world().headscale(&["auth", "register", "--auth-id", &auth_id, "--user", "erin"]).await?;
+    t.joined("desk").await?;
+    ensure!(t.node("desk").await?.user.is_some_and(|u| u.name == "erin"), "the node belongs to erin");
+    Ok(Verdict::Passed)
+}
+
+async fn interactive_requested_tags(t: Tailnet) -> Result<Verdict> {
+    t.user("alice").await?;
+    let auth_id = waiting_login(&t, "web-2", &["tag:web"]).await?;
+    t.world().headscale(&["auth", "register", "--auth-id", &auth_id, "--user", "alice"]).await?;
+    t.joined("web-2").await?;
+    tagged_as(&t, "web-2", &["tag:web"]).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn expiry_disabled(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("lazarus").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("lazarus", &key.key).await?;
+    t.join("mourner", &key.key).await?;
+    t.await_reachable("mourner", "lazarus").await?;
+    let id = t.node("lazarus").await?.id.to_string();
+    t.world().headscale(&["nodes", "expire", "-i", &id]).await?;
+    t.await_peer("mourner", "lazarus", "expired", |p| p.expired()).await?;
+    t.world().headscale(&["nodes", "expire", "-i", &id, "--disable"]).await?;
+    ensure!(!t.node("lazarus").await?.expired(), "the server still lists the node expired");
+    t.await_peer("mourner", "lazarus", "no longer expired", |p| !p.expired()).await?;
+    eventually("mourner to reach lazarus again", Duration::from_secs(45), || async {
+        t.tcp("mourner", "lazarus").await.ok()
+    })
+    .await?;
+    Ok(Verdict::Passed)
+}
+
+async fn user_destroy(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("owner").await?;
+    let key = t.key(user, KeyOptions::default()).await?;
+    t.join("owned", &key.key).await?;
+    let refused = t.world().headscale(&["users", "destroy", "--name", "owner", "--force"]).await;
+    ensure!(refused.is_err(), "a user with a node was destroyed: {refused:?}");
+    let id = t.node("owned").await?.id;
+    t.world().headscale(&["nodes", "delete", "-i", &id.to_string(), "--force"]).await?;
+    t.world().headscale(&["users", "destroy", "--name", "owner", "--force"]).await?;
+    let users: Vec<serde_json::Value> = t.cli_json(&["users", "list"]).await?;
+    ensure!(users.is_empty(), "users left after the destroy: {users:?}");
+    Ok(Verdict::Passed)
+}
