@@ -533,6 +533,14 @@ impl Tailnet {
         }
     }
 
+    /// Waits until `from` can no longer reach `to`'s `port` (a policy change reaching both).
+    pub async fn await_refused(&self, from: &str, to: &str, port: u16) -> Result<()> {
+        eventually(&format!("{from} to be refused on {to}:{port}"), SETTLE, || async {
+            self.tcp_port_fails(from, to, port).await.ok()
+        })
+        .await
+    }
+
     /// Logs `client` in again with `authkey`, keeping its node keys.
     pub async fn login(&self, client: &str, authkey: &str) -> Result<NodeStatus> {
         self.ask(client, Request::Login(authkey.into())).await

@@ -42,6 +42,41 @@ pub fn list() -> Vec<Scenario> {
             not_with: &[],
             run: |t| Box::pin(register_page(t)),
         },
+        Scenario {
+            name: "ApiCreatesUserAndKey",
+            about: "a user and a pre-auth key made through REST register a node that reaches a CLI-made one",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(api_user_and_key(t)),
+        },
+        Scenario {
+            name: "ApiRenamesExpiresAndTagsNodes",
+            about: "REST renames a node, sets its tags and expires it, and the server and peers follow",
+            setup: ServerSetup { policy: Some(ADMIN_TAGS), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(api_node_admin(t)),
+        },
+        Scenario {
+            name: "CliNodesListFiltersByUser",
+            about: "`nodes list -u USER` lists that user's nodes only",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(nodes_by_user(t)),
+        },
+        Scenario {
+            name: "CliPreAuthKeysListShowsState",
+            about: "`preauthkeys list` shows which keys are used, reusable, ephemeral, tagged and expired",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(keys_list(t)),
+        },
+        Scenario {
+            name: "HealthAndVersionServed",
+            about: "/health says pass and /version names a version, without an API key",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(health_version(t)),
+        },
     ]
 }
 
@@ -133,5 +168,101 @@ async fn register_page(t: Tailnet) -> Result<Verdict> {
     ensure!(page.contains(&format!("headscale auth register --auth-id {id}")), "the page does not show the command: {page}");
     let (status, _) = crate::http::get(t.world().server_addr(), "/register/not%20an%20id").await?;
     ensure!(status == 400, "a malformed registration id answered {status}");
+    Ok(Verdict::Passed)
+}
+
+async fn api_user_and_key(t: Tailnet) -> Result<Verdict> {
+    let admin: String = t.cli_json(&["apikeys", "create"]).await?;
+    let a = t.api("POST", "/api/v1/user", Some(&admin), r#"{"name":"restful"}"#).await?;
+    ensure!(a.status == 200, "POST /api/v1/user answered {}: {}", a.status, a.body);
+    let user: serde_json::Value = serde_json::from_str(&a.body)?;
+    let id = user["user"]["id"].as_str().context("the new user's id")?;
+    let body = format!(r#"{{"user":"{id}","reusable":false,"ephemeral":false}}"#);
+    let k = t.api("POST", "/api/v1/preauthkey", Some(&admin), &body).await?;
+    ensure!(k.status == 200, "POST /api/v1/preauthkey answered {}: {}", k.status, k.body);
+    let key: serde_json::Value = serde_json::from_str(&k.body)?;
+    let key = key["preAuthKey"]["key"].as_str().context("the key in the answer")?.to_string();
+    t.join("rest-1", &key).await?;
+    let cli_user = t.user("cli").await?;
+    t.join("cli-1", &t.key(cli_user, KeyOptions::default()).await?.key).await?;
+    ensure!(t.node("rest-1").await?.user.is_some_and(|u| u.name == "restful"), "rest-1 belongs to the REST-made user");
+    t.await_reachable("cli-1", "rest-1").await?;
+    t.tcp("cli-1", "rest-1").await?;
+    Ok(Verdict::Passed)
+}
+
+const ADMIN_TAGS: &str = r#"{
+  "tagOwners": { "tag:ops": ["alice@"] },
+  "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ],
+}"#;
+
+async fn api_node_admin(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let key = t.key(alice, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("target", &key.key).await?;
+    t.join("observer", &key.key).await?;
+    t.await_reachable("observer", "target").await?;
+    let admin: String = t.cli_json(&["apikeys", "create"]).await?;
+    let id = t.node("target").await?.id;
+    let r = t.api("POST", &format!("/api/v1/node/{id}/rename/renamed"), Some(&admin), "").await?;
+    ensure!(r.status == 200, "rename answered {}: {}", r.status, r.body);
+    ensure!(t.node("renamed").await?.id == id, "the server lists the node under its new name");
+    let r = t.api("POST", &format!("/api/v1/node/{id}/tags"), Some(&admin), r#"{"tags":["tag:ops"]}"#).await?;
+    ensure!(r.status == 200, "setting tags answered {}: {}", r.status, r.body);
+    ensure!(t.node("renamed").await?.tags == ["tag:ops"], "the server lists the node's tags");
+    let r = t.api("POST", &format!("/api/v1/node/{id}/tags"), Some(&admin), r#"{"tags":["ops"]}"#).await?;
+    ensure!(r.status >= 400, "a tag without the tag: prefix was accepted: {}", r.body);
+    let r = t.api("POST", &format!("/api/v1/node/{id}/expire"), Some(&admin), "").await?;
+    ensure!(r.status == 200, "expire answered {}: {}", r.status, r.body);
+    t.await_peer("observer", "renamed", "expired", |p| p.expired()).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn nodes_by_user(t: Tailnet) -> Result<Verdict> {
+    for user in ["alice", "bob"] {
+        let id = t.user(user).await?;
+        let key = t.key(id, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+        for i in 1..=2 {
+            t.join(&format!("{user}-{i}"), &key.key).await?;
+        }
+    }
+    let alices: Vec<crate::scenario::ServerNode> = t.cli_json(&["nodes", "list", "-u", "alice"]).await?;
+    let names: Vec<&str> = alices.iter().map(|n| n.given_name.as_str()).collect();
+    ensure!(names == ["alice-1", "alice-2"], "`nodes list -u alice` listed {names:?}");
+    Ok(Verdict::Passed)
+}
+
+async fn keys_list(t: Tailnet) -> Result<Verdict> {
+    t.world().headscale(&["users", "create", "keeper"]).await?;
+    let user = t.cli_json::<Vec<serde_json::Value>>(&["users", "list"]).await?[0]["id"]
+        .as_str()
+        .context("the user's id")?
+        .parse::<u64>()?;
+    let used = t.key(user, KeyOptions::default()).await?;
+    let reusable = t.key(user, KeyOptions { reusable: true, ephemeral: true, ..KeyOptions::default() }).await?;
+    let expired = t.key(user, KeyOptions::default()).await?;
+    t.world().headscale(&["preauthkeys", "expire", "-i", &expired.id.to_string()]).await?;
+    t.join("keyed", &used.key).await?;
+    let keys: Vec<serde_json::Value> = t.cli_json(&["preauthkeys", "list"]).await?;
+    let find = |id: u64| keys.iter().find(|k| k["id"] == id.to_string().as_str() || k["id"] == id).cloned();
+    let u = find(used.id).context("the used key is listed")?;
+    ensure!(u["used"] == true && u["reusable"] != true, "the used one-shot key: {u}");
+    let r = find(reusable.id).context("the reusable key is listed")?;
+    ensure!(r["reusable"] == true && r["ephemeral"] == true && r["used"] != true, "the reusable ephemeral key: {r}");
+    let e = find(expired.id).context("the expired key is listed")?;
+    let when: chrono::DateTime<chrono::Utc> = e["expiration"].as_str().context("an expiration")?.parse()?;
+    ensure!(when <= chrono::Utc::now(), "the expired key expires at {when}");
+    for k in &keys {
+        ensure!(!k.to_string().contains(&used.key), "`preauthkeys list` shows a whole key: {k}");
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn health_version(t: Tailnet) -> Result<Verdict> {
+    let (status, body) = crate::http::get(t.world().server_addr(), "/health").await?;
+    ensure!(status == 200 && body.contains("pass"), "/health answered {status}: {body}");
+    let (status, body) = crate::http::get(t.world().server_addr(), "/version").await?;
+    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("/version answered {status}: {body}"))?;
+    ensure!(status == 200 && v["version"].as_str().is_some_and(|v| !v.is_empty()), "/version answered {status}: {body}");
     Ok(Verdict::Passed)
 }

@@ -63,6 +63,20 @@ pub fn list() -> Vec<Scenario> {
             not_with: &[],
             run: |t| Box::pin(late_joiner(t)),
         },
+        Scenario {
+            name: "PingAllTenNodes",
+            about: "ten nodes of three users: every node reaches every other over TCP",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(ping_all_ten(t)),
+        },
+        Scenario {
+            name: "AllClientsRestartMeshHolds",
+            about: "every client restarts in turn and the mesh is whole again with the same addresses",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(all_restart(t)),
+        },
     ]
 }
 
@@ -265,6 +279,50 @@ async fn late_joiner(t: Tailnet) -> Result<Verdict> {
         t.await_reachable("latecomer", n).await?;
         t.tcp(n, "latecomer").await?;
         t.tcp("latecomer", n).await?;
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn ping_all_ten(t: Tailnet) -> Result<Verdict> {
+    let mut names = Vec::new();
+    for (user, count) in [("ann", 4), ("ben", 3), ("cat", 3)] {
+        let id = t.user(user).await?;
+        let key = t.key(id, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+        for i in 1..=count {
+            let name = format!("{user}-{i}");
+            t.start(&name, Some(&key.key), false).await?;
+            names.push(name);
+        }
+    }
+    for n in &names {
+        t.joined(n).await?;
+    }
+    all_reachable(&t, &names).await?;
+    for (a, b) in pairs(&names) {
+        t.tcp(a, b).await?;
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn all_restart(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("cycle").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    let names = ["one", "two", "three"].map(String::from);
+    let mut before = Vec::new();
+    for n in &names {
+        before.push(t.join(n, &key.key).await?.ipv4);
+    }
+    all_reachable(&t, &names).await?;
+    for n in &names {
+        t.restart_client(n).await?;
+    }
+    for (n, ip) in names.iter().zip(&before) {
+        ensure!(t.joined(n).await?.ipv4 == *ip, "{n} changed address across its restart");
+    }
+    ensure!(t.nodes().await?.len() == 3, "restarts made new nodes");
+    all_reachable(&t, &names).await?;
+    for (a, b) in pairs(&names) {
+        eventually(&format!("{a} to reach {b}"), RECONNECT_SETTLE, || async { t.tcp(a, b).await.ok() }).await?;
     }
     Ok(Verdict::Passed)
 }

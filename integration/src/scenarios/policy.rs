@@ -111,6 +111,55 @@ pub fn list() -> Vec<Scenario> {
             not_with: &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")],
             run: |t| Box::pin(acl_tag_owned_by_group(t)),
         },
+        Scenario {
+            name: "AclPortRange",
+            about: "a destination port range opens every port in it and no other",
+            setup: ServerSetup { policy: Some(PORT_RANGE), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_port_range(t)),
+        },
+        Scenario {
+            name: "AclUdpOnlyRule",
+            about: "a rule with proto udp lets UDP through and refuses TCP on the same port",
+            setup: ServerSetup { policy: Some(UDP_ONLY), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Go, "the official client runs inside Caddy here, which offers no UDP socket")],
+            run: |t| Box::pin(acl_udp_only(t)),
+        },
+        Scenario {
+            name: "AclOneWayRuleWithConnectionTracking",
+            about: "a rule from alice to bob only: alice opens connections to bob and gets replies; bob opens none to alice",
+            setup: ServerSetup { policy: Some(ONE_WAY), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Rs, "tailscale-rs filters without connection tracking, so replies need a rule back")],
+            run: |t| Box::pin(acl_one_way(t)),
+        },
+        Scenario {
+            name: "AclTagChangedByAdmin",
+            about: "moving a node from one tag to another moves it from one tag's rules to the other's",
+            setup: ServerSetup { policy: Some(TWO_TAGS), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_tag_changed(t)),
+        },
+        Scenario {
+            name: "AclUserCreatedLaterGetsAccess",
+            about: "a user named in the policy before they exist gets the access once created and joined",
+            setup: ServerSetup { policy: Some(FUTURE_USER), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_user_created_later(t)),
+        },
+        Scenario {
+            name: "AclAutogroupTagged",
+            about: "autogroup:tagged covers tagged nodes and not users' nodes",
+            setup: ServerSetup { policy: Some(TAGGED_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(acl_autogroup_tagged(t)),
+        },
+        Scenario {
+            name: "PolicyDatabaseModeSetByCli",
+            about: "with policy.mode database, `headscale policy set` changes what connected clients may reach",
+            setup: ServerSetup { config: &[("HEADSCALE_POLICY_MODE", "database")], ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(policy_database_mode(t)),
+        },
     ]
 }
 
@@ -438,5 +487,133 @@ async fn acl_tag_owned_by_group(t: Tailnet) -> Result<Verdict> {
     let s = t.status("ops-2").await?;
     ensure!(!s.authorized, "bob, outside the group, got tag:ops: {s:?}");
     ensure!(t.nodes().await?.len() == 1, "only alice's node is registered");
+    Ok(Verdict::Passed)
+}
+
+const PORT_RANGE: &str = r#"{
+  "acls": [
+    { "action": "accept", "src": ["alice@"], "dst": ["bob@:6990-7001"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["alice@:*"] },
+    { "action": "accept", "src": ["carol@"], "dst": ["bob@:7001-7010"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["carol@:*"] },
+  ],
+}"#;
+
+async fn acl_port_range(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob", "carol"]).await?;
+    t.await_reachable("alice-1", "bob-1").await?;
+    t.tcp_port("alice-1", "bob-1", ECHO_PORT).await?;
+    t.tcp_port("alice-1", "bob-1", ECHO_PORT + 1).await?;
+    t.await_reachable("carol-1", "bob-1").await?;
+    t.tcp_port("carol-1", "bob-1", ECHO_PORT + 1).await?;
+    t.tcp_port_fails("carol-1", "bob-1", ECHO_PORT).await?;
+    Ok(Verdict::Passed)
+}
+
+const UDP_ONLY: &str = r#"{
+  "acls": [
+    { "action": "accept", "src": ["alice@"], "proto": "udp", "dst": ["bob@:7000"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["alice@:*"] },
+  ],
+}"#;
+
+async fn acl_udp_only(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob"]).await?;
+    t.await_reachable("alice-1", "bob-1").await?;
+    t.udp("alice-1", "bob-1").await?;
+    t.tcp_port_fails("alice-1", "bob-1", ECHO_PORT).await?;
+    Ok(Verdict::Passed)
+}
+
+const ONE_WAY: &str = r#"{
+  "acls": [ { "action": "accept", "src": ["alice@"], "dst": ["bob@:7000"] } ],
+}"#;
+
+async fn acl_one_way(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob"]).await?;
+    t.await_reachable("alice-1", "bob-1").await?;
+    // A rule in one direction makes both nodes peers of each other.
+    t.await_reachable("bob-1", "alice-1").await?;
+    t.tcp("alice-1", "bob-1").await?;
+    t.tcp_fails("bob-1", "alice-1").await?;
+    t.tcp_port_fails("alice-1", "bob-1", ECHO_PORT + 1).await?;
+    Ok(Verdict::Passed)
+}
+
+const TWO_TAGS: &str = r#"{
+  "tagOwners": { "tag:red": ["alice@"], "tag:blue": ["alice@"] },
+  "acls": [
+    { "action": "accept", "src": ["bob@"], "dst": ["tag:red:7000"] },
+    { "action": "accept", "src": ["tag:red"], "dst": ["bob@:*"] },
+    { "action": "accept", "src": ["carol@"], "dst": ["tag:blue:7000"] },
+    { "action": "accept", "src": ["tag:blue"], "dst": ["carol@:*"] },
+  ],
+}"#;
+
+async fn acl_tag_changed(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    t.join("box", &t.key(alice, KeyOptions { tags: Some("tag:red"), ..KeyOptions::default() }).await?.key).await?;
+    one_each(&t, &["bob", "carol"]).await?;
+    t.await_reachable("bob-1", "box").await?;
+    t.tcp("bob-1", "box").await?;
+    ensure!(t.peer("carol-1", "box").await?.is_none(), "carol sees the red node");
+    let id = t.node("box").await?.id;
+    t.world().headscale(&["nodes", "tag", "-i", &id.to_string(), "-t", "tag:blue"]).await?;
+    t.await_reachable("carol-1", "box").await?;
+    t.await_gone("bob-1", "box").await?;
+    t.tcp("carol-1", "box").await?;
+    t.tcp_fails("bob-1", "box").await?;
+    Ok(Verdict::Passed)
+}
+
+const FUTURE_USER: &str = r#"{
+  "acls": [
+    { "action": "accept", "src": ["dana@"], "dst": ["bob@:7000"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["dana@:*"] },
+  ],
+}"#;
+
+async fn acl_user_created_later(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["bob"]).await?;
+    one_each(&t, &["dana"]).await?;
+    t.await_reachable("dana-1", "bob-1").await?;
+    t.tcp("dana-1", "bob-1").await?;
+    t.tcp_port_fails("dana-1", "bob-1", ECHO_PORT + 1).await?;
+    Ok(Verdict::Passed)
+}
+
+const TAGGED_POLICY: &str = r#"{
+  "tagOwners": { "tag:srv": ["alice@"] },
+  "acls": [ { "action": "accept", "src": ["autogroup:tagged"], "dst": ["autogroup:tagged:*"] } ],
+}"#;
+
+async fn acl_autogroup_tagged(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let tagged = t.key(alice, KeyOptions { reusable: true, tags: Some("tag:srv"), ..KeyOptions::default() }).await?;
+    t.join("srv-1", &tagged.key).await?;
+    t.join("srv-2", &tagged.key).await?;
+    t.join("alice-1", &t.key(alice, KeyOptions::default()).await?.key).await?;
+    t.await_reachable("srv-1", "srv-2").await?;
+    t.tcp("srv-1", "srv-2").await?;
+    ensure!(t.peer("alice-1", "srv-1").await?.is_none(), "a user's node sees a tagged node under autogroup:tagged rules");
+    t.tcp_fails("alice-1", "srv-1").await?;
+    Ok(Verdict::Passed)
+}
+
+async fn policy_database_mode(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob"]).await?;
+    let file = t.world().server_file("set.hujson", USER_POLICY).await?;
+    t.world().headscale(&["policy", "set", "-f", &file]).await?;
+    let shown = t.world().headscale(&["policy", "get"]).await?;
+    ensure!(shown.contains("bob@:7000"), "`policy get` does not show the policy set: {shown}");
+    t.await_reachable("alice-1", "bob-1").await?;
+    t.await_refused("alice-1", "bob-1", ECHO_PORT + 1).await?;
+    t.tcp("alice-1", "bob-1").await?;
+    let open = t.world().server_file("open.hujson", ALLOW_ALL).await?;
+    t.world().headscale(&["policy", "set", "-f", &open]).await?;
+    eventually("alice-1 to reach bob-1's second port", SETTLE, || async {
+        t.tcp_port("alice-1", "bob-1", ECHO_PORT + 1).await.ok()
+    })
+    .await?;
     Ok(Verdict::Passed)
 }

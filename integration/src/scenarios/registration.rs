@@ -134,6 +134,48 @@ pub fn list() -> Vec<Scenario> {
             not_with: &[],
             run: |t| Box::pin(user_destroy(t)),
         },
+        Scenario {
+            name: "EphemeralReusableKeyBothRemoved",
+            about: "two nodes of one reusable ephemeral key are both removed after they quit",
+            setup: ServerSetup { ephemeral_timeout: Some(Duration::from_secs(5)), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(ephemeral_reusable(t)),
+        },
+        Scenario {
+            name: "EphemeralSurvivesQuickRestart",
+            about: "an ephemeral node that restarts within the inactivity timeout is kept as the same node",
+            setup: ServerSetup { ephemeral_timeout: Some(Duration::from_secs(30)), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(ephemeral_quick_restart(t)),
+        },
+        Scenario {
+            name: "PreAuthKeyDeletedKeepsNode",
+            about: "deleting the key a node registered with keeps the node, which reconnects after a restart",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(key_deleted_keeps_node(t)),
+        },
+        Scenario {
+            name: "ReloginWithExpiredKeyRefused",
+            about: "a logged-out node that tries to log in again with an expired key stays out",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(relogin_expired_key(t)),
+        },
+        Scenario {
+            name: "NodeExpiryInTheFuture",
+            about: "an expiry set in the future reaches peers as the node's key expiry, and the node stays reachable",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(expiry_in_future(t)),
+        },
+        Scenario {
+            name: "TaggedNodeHasTaggedDevicesProfile",
+            about: "peers see a tagged node as owned by the tagged-devices profile, not by the key's user",
+            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Rs, "tailscale-rs shows no user profiles")],
+            run: |t| Box::pin(tagged_devices_profile(t)),
+        },
     ]
 }
 
@@ -432,5 +474,104 @@ async fn user_destroy(t: Tailnet) -> Result<Verdict> {
     t.world().headscale(&["users", "destroy", "--name", "owner", "--force"]).await?;
     let users: Vec<serde_json::Value> = t.cli_json(&["users", "list"]).await?;
     ensure!(users.is_empty(), "users left after the destroy: {users:?}");
+    Ok(Verdict::Passed)
+}
+
+async fn ephemeral_reusable(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("fleet").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ephemeral: true, ..KeyOptions::default() }).await?;
+    t.join("drone-1", &key.key).await?;
+    t.join("drone-2", &key.key).await?;
+    t.await_reachable("drone-1", "drone-2").await?;
+    t.stop("drone-1").await?;
+    t.stop("drone-2").await?;
+    eventually("the server to remove both ephemeral nodes", SETTLE, || async {
+        t.nodes().await.ok().filter(|n| n.is_empty())
+    })
+    .await?;
+    Ok(Verdict::Passed)
+}
+
+async fn ephemeral_quick_restart(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("blink").await?;
+    let key = t.key(user, KeyOptions { ephemeral: true, ..KeyOptions::default() }).await?;
+    let before = t.join("blinker", &key.key).await?;
+    t.join("steady", &t.key(user, KeyOptions::default()).await?.key).await?;
+    let id = t.node("blinker").await?.id;
+    t.restart_client("blinker").await?;
+    let after = t.joined("blinker").await?;
+    ensure!(after.ipv4 == before.ipv4, "the ephemeral node changed address: {:?} -> {:?}", before.ipv4, after.ipv4);
+    ensure!(t.node("blinker").await?.id == id, "the ephemeral node was replaced");
+    t.await_reachable("steady", "blinker").await?;
+    eventually("steady to reach blinker", Duration::from_secs(45), || async { t.tcp("steady", "blinker").await.ok() }).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn key_deleted_keeps_node(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("orphan").await?;
+    let key = t.key(user, KeyOptions::default()).await?;
+    t.join("orphan", &key.key).await?;
+    t.join("friend", &t.key(user, KeyOptions::default()).await?.key).await?;
+    t.world().headscale(&["preauthkeys", "delete", "-i", &key.id.to_string(), "--force"]).await?;
+    t.await_reachable("friend", "orphan").await?;
+    ensure!(t.status("orphan").await?.authorized, "the node was logged out with its key");
+    t.restart_client("orphan").await?;
+    t.joined("orphan").await?;
+    ensure!(t.nodes().await?.len() == 2, "the restarted node is still one of two");
+    eventually("friend to reach orphan after its restart", Duration::from_secs(45), || async {
+        t.tcp("friend", "orphan").await.ok()
+    })
+    .await?;
+    Ok(Verdict::Passed)
+}
+
+async fn relogin_expired_key(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("stale").await?;
+    let key = t.key(user, KeyOptions::default()).await?;
+    t.join("stale", &key.key).await?;
+    let id = t.node("stale").await?.id;
+    t.world().headscale(&["nodes", "expire", "-i", &id.to_string()]).await?;
+    let logged_out = |s: &crate::node::NodeStatus| !s.authorized || s.key_expiry.is_some_and(|e| e <= chrono::Utc::now());
+    eventually("stale to see itself logged out", SETTLE, || async { t.status("stale").await.ok().filter(logged_out) })
+        .await?;
+    let old = t.key(user, KeyOptions::default()).await?;
+    t.world().headscale(&["preauthkeys", "expire", "-i", &old.id.to_string()]).await?;
+    let _ = t.login("stale", &old.key).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s = t.status("stale").await?;
+    ensure!(logged_out(&s), "an expired key let the node back in: {s:?}");
+    ensure!(t.node("stale").await?.expired(), "the server lists the node as expired still");
+    Ok(Verdict::Passed)
+}
+
+async fn expiry_in_future(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("later").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("later", &key.key).await?;
+    t.join("peer", &key.key).await?;
+    t.await_reachable("peer", "later").await?;
+    let when = chrono::DateTime::from_timestamp((chrono::Utc::now() + chrono::Duration::days(3)).timestamp(), 0)
+        .context("a time three days ahead")?;
+    let id = t.node("later").await?.id;
+    t.world().headscale(&["nodes", "expire", "-i", &id.to_string(), "-e", &when.to_rfc3339()]).await?;
+    let seen = t
+        .await_peer("peer", "later", "with the new expiry", |p| p.key_expiry.is_some_and(|e| (e - when).num_seconds().abs() <= 1))
+        .await?;
+    ensure!(!seen.expired(), "a future expiry shows the node expired");
+    t.tcp("peer", "later").await?;
+    Ok(Verdict::Passed)
+}
+
+async fn tagged_devices_profile(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    t.join("web-1", &t.key(alice, KeyOptions { tags: Some("tag:web"), ..KeyOptions::default() }).await?.key).await?;
+    t.join("alice-1", &t.key(alice, KeyOptions::default()).await?.key).await?;
+    t.await_reachable("alice-1", "web-1").await?;
+    let map = t.netmap("alice-1").await?;
+    let peer = t.peer_entry("alice-1", "web-1").await?.context("web-1 in alice-1's map")?;
+    let owner = peer["User"].as_u64().context("the peer's user id")?;
+    let profile = map["UserProfiles"].as_array().into_iter().flatten().find(|p| p["ID"].as_u64() == Some(owner));
+    let login = profile.and_then(|p| p["LoginName"].as_str()).unwrap_or_default();
+    ensure!(login == "tagged-devices", "web-1 is shown owned by {login:?} (user {owner})");
     Ok(Verdict::Passed)
 }
