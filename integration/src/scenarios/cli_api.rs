@@ -127,7 +127,8 @@ async fn api_key_guards(t: Tailnet) -> Result<Verdict> {
 async fn api_delete_node(t: Tailnet) -> Result<Verdict> {
     let user = t.user("rest").await?;
     let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
-    t.join("doomed", &key.key).await?;
+    // A one-shot key of its own: a client that starts over with its key cannot come back.
+    t.join("doomed", &t.key(user, KeyOptions::default()).await?.key).await?;
     t.join("watcher", &key.key).await?;
     t.await_reachable("watcher", "doomed").await?;
     let api_key: String = t.cli_json(&["apikeys", "create"]).await?;
