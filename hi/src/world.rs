@@ -288,7 +288,7 @@ impl World for DockerWorld {
             "--control-url".into(),
             format!("http://{}:{CONTROL_PORT}", self.server_ip),
             "--hostname".into(),
-            spec.name.clone(),
+            spec.hostname().to_string(),
             "--echo-port".into(),
             ECHO_PORT.to_string(),
             "--admin".into(),

@@ -86,7 +86,7 @@ impl World for InProcessWorld {
             ClientKind::Go => Arc::new(
                 GoNode::start(GoSpec {
                     control_url: url,
-                    hostname: spec.name.clone(),
+                    hostname: spec.hostname().to_string(),
                     authkey: spec.authkey.clone(),
                     tags: spec.tags.clone(),
                     state_dir: self.keys.path().join(&spec.name),
@@ -103,7 +103,7 @@ impl World for InProcessWorld {
                 Arc::new(
                     Node::start(NodeSpec {
                         control_url: url,
-                        hostname: spec.name.clone(),
+                        hostname: spec.hostname().to_string(),
                         authkey: spec.authkey.clone(),
                         key_file: self.keys.path().join(format!("{}.json", spec.name)),
                         ephemeral: spec.ephemeral,

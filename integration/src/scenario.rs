@@ -42,8 +42,10 @@ pub struct ServerSetup {
 /// A client to start.
 #[derive(Debug, Clone)]
 pub struct ClientSpec {
-    /// Its hostname, also its name in the world.
+    /// Its name in the world, and its hostname unless `hostname` says otherwise.
     pub name: String,
+    /// The hostname it registers, when not its name (two clients asking for one hostname).
+    pub hostname: Option<String>,
     /// A pre-auth key; without one it waits for interactive approval.
     pub authkey: Option<String>,
     /// Register as an ephemeral node.
@@ -120,6 +122,13 @@ pub struct Scenario {
     pub not_with: &'static [(ClientKind, &'static str)],
     /// Its body.
     pub run: fn(Tailnet) -> ScenarioFuture,
+}
+
+impl ClientSpec {
+    /// The hostname the client registers.
+    pub fn hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(&self.name)
+    }
 }
 
 impl Scenario {
@@ -344,6 +353,7 @@ impl Tailnet {
     pub async fn start(&self, name: &str, authkey: Option<&str>, ephemeral: bool) -> Result<()> {
         self.start_with(ClientSpec {
             name: name.into(),
+            hostname: None,
             authkey: authkey.map(str::to_string),
             ephemeral,
             tags: Vec::new(),
@@ -484,10 +494,17 @@ impl Tailnet {
         Ok(x)
     }
 
+    /// A TCP echo exchange from `from` to the node named `name` (the official client only),
+    /// whoever answers.
+    pub async fn ask_tcp_name(&self, from: &str, name: &str) -> Result<Exchange> {
+        self.ask(from, Request::TcpName(name.into(), ECHO_PORT)).await.with_context(|| format!("TCP from {from} to {name} by name"))
+    }
+
     /// Starts a client with `authkey` that asks for `tags`, without waiting for it.
     pub async fn start_tagged(&self, name: &str, authkey: Option<&str>, tags: &[&str]) -> Result<()> {
         self.start_with(ClientSpec {
             name: name.into(),
+            hostname: None,
             authkey: authkey.map(str::to_string),
             ephemeral: false,
             tags: tags.iter().map(|t| t.to_string()).collect(),

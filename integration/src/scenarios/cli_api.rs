@@ -77,6 +77,48 @@ pub fn list() -> Vec<Scenario> {
             not_with: &[],
             run: |t| Box::pin(health_version(t)),
         },
+        Scenario {
+            name: "ApiKeyListHidesKeyAndDeleteRevokes",
+            about: "`apikeys list` shows prefixes, never keys; a deleted key is refused",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(api_key_list_delete(t)),
+        },
+        Scenario {
+            name: "CliRefusesBadNamesAndTags",
+            about: "duplicate users, user renames onto another user, node names over 63 characters and malformed or unowned tags are refused",
+            setup: ServerSetup { policy: Some(ADMIN_TAGS), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(cli_refusals(t)),
+        },
+        Scenario {
+            name: "ApiListNodesMatchesCli",
+            about: "GET /api/v1/node lists the same nodes, addresses and users as `nodes list`",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(api_list_nodes(t)),
+        },
+        Scenario {
+            name: "ApiWritesRefusedWithoutKey",
+            about: "REST writes without a valid key (create user, pre-auth key, delete node) are refused and change nothing",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(api_writes_refused(t)),
+        },
+        Scenario {
+            name: "ApiExpiresPreAuthKey",
+            about: "a pre-auth key expired through REST registers nothing more",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(api_expire_key(t)),
+        },
+        Scenario {
+            name: "CliUsersListFilters",
+            about: "`users list` filters by name and by id",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(users_list_filters(t)),
+        },
     ]
 }
 
@@ -265,5 +307,111 @@ async fn health_version(t: Tailnet) -> Result<Verdict> {
     let (status, body) = crate::http::get(t.world().server_addr(), "/version").await?;
     let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("/version answered {status}: {body}"))?;
     ensure!(status == 200 && v["version"].as_str().is_some_and(|v| !v.is_empty()), "/version answered {status}: {body}");
+    Ok(Verdict::Passed)
+}
+
+async fn api_key_list_delete(t: Tailnet) -> Result<Verdict> {
+    let key: String = t.cli_json(&["apikeys", "create"]).await?;
+    let prefix = key.strip_prefix("hskey-api-").and_then(|k| k.split('-').next()).context("the key's prefix")?.to_string();
+    let listed = t.world().headscale(&["apikeys", "list", "-o", "json"]).await?;
+    ensure!(listed.contains(&prefix), "`apikeys list` does not show the prefix {prefix}: {listed}");
+    ensure!(!listed.contains(&key), "`apikeys list` shows a whole key");
+    ensure!(t.api("GET", "/api/v1/user", Some(&key), "").await?.status == 200, "the new key is refused");
+    t.world().headscale(&["apikeys", "delete", "--prefix", &prefix, "--force"]).await?;
+    let a = t.api("GET", "/api/v1/user", Some(&key), "").await?;
+    ensure!(a.status == 401, "a deleted key answered {}: {}", a.status, a.body);
+    Ok(Verdict::Passed)
+}
+
+async fn cli_refusals(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    t.user("bob").await?;
+    let refused = |what: &'static str, r: Result<String>| match r {
+        Ok(out) => Err(anyhow::anyhow!("{what} was accepted: {out}")),
+        Err(_) => Ok(()),
+    };
+    refused("a second user named alice", t.world().headscale(&["users", "create", "alice"]).await)?;
+    refused("renaming bob to alice", t.world().headscale(&["users", "rename", "--name", "bob", "--new-name", "alice"]).await)?;
+    t.join("plain", &t.key(alice, KeyOptions::default()).await?.key).await?;
+    let id = t.node("plain").await?.id.to_string();
+    let long = "n".repeat(64);
+    refused("a 64-character node name", t.world().headscale(&["nodes", "rename", "-i", &id, &long]).await)?;
+    refused("a tag without tag:", t.world().headscale(&["nodes", "tag", "-i", &id, "-t", "ops"]).await)?;
+    refused("a tag outside tagOwners", t.world().headscale(&["nodes", "tag", "-i", &id, "-t", "tag:nobody"]).await)?;
+    let node = t.node("plain").await?;
+    ensure!(node.tags.is_empty() && node.given_name == "plain", "a refused change changed the node: {node:?}");
+    let users: Vec<serde_json::Value> = t.cli_json(&["users", "list"]).await?;
+    ensure!(users.len() == 2, "the refusals changed the users: {users:?}");
+    Ok(Verdict::Passed)
+}
+
+async fn api_list_nodes(t: Tailnet) -> Result<Verdict> {
+    for user in ["alice", "bob"] {
+        let id = t.user(user).await?;
+        t.join(&format!("{user}-1"), &t.key(id, KeyOptions::default()).await?.key).await?;
+    }
+    let admin: String = t.cli_json(&["apikeys", "create"]).await?;
+    let a = t.api("GET", "/api/v1/node", Some(&admin), "").await?;
+    ensure!(a.status == 200, "GET /api/v1/node answered {}: {}", a.status, a.body);
+    let rest: serde_json::Value = serde_json::from_str(&a.body)?;
+    let rest_nodes = rest["nodes"].as_array().context("a nodes list")?;
+    let cli = t.nodes().await?;
+    ensure!(rest_nodes.len() == cli.len(), "REST lists {} nodes, the CLI {}", rest_nodes.len(), cli.len());
+    for n in &cli {
+        let r = rest_nodes.iter().find(|r| r["id"] == n.id.to_string().as_str()).with_context(|| format!("REST lists {}", n.given_name))?;
+        ensure!(r["givenName"] == n.given_name.as_str(), "names differ: {r}");
+        ensure!(r["user"]["name"] == n.user.as_ref().map(|u| u.name.as_str()).unwrap_or_default(), "users differ: {r}");
+        let ips: Vec<&str> = r["ipAddresses"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+        ensure!(ips == n.ip_addresses, "addresses differ: {ips:?} and {:?}", n.ip_addresses);
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn api_writes_refused(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("target").await?;
+    t.join("kept", &t.key(user, KeyOptions::default()).await?.key).await?;
+    let id = t.node("kept").await?.id;
+    let attempts = [
+        ("POST", "/api/v1/user".to_string(), r#"{"name":"intruder"}"#.to_string()),
+        ("POST", "/api/v1/preauthkey".to_string(), format!(r#"{{"user":"{user}","reusable":true}}"#)),
+        ("DELETE", format!("/api/v1/node/{id}"), String::new()),
+        ("POST", format!("/api/v1/node/{id}/rename/owned"), String::new()),
+    ];
+    for key in [None, Some("Bearer"), Some("hskey-api-xxxxxxxxxxxx-yyyyyyyyyyyy")] {
+        for (method, path, body) in &attempts {
+            let a = t.api(method, path, key, body).await?;
+            ensure!(a.status == 401, "{method} {path} with key {key:?} answered {}: {}", a.status, a.body);
+        }
+    }
+    let users: Vec<serde_json::Value> = t.cli_json(&["users", "list"]).await?;
+    ensure!(users.len() == 1, "a refused write created a user: {users:?}");
+    let keys: Vec<serde_json::Value> = t.cli_json(&["preauthkeys", "list"]).await?;
+    ensure!(keys.len() == 1, "a refused write created a key: {keys:?}");
+    let node = t.node("kept").await?;
+    ensure!(node.id == id && node.given_name == "kept", "a refused write changed the node: {node:?}");
+    Ok(Verdict::Passed)
+}
+
+async fn api_expire_key(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("revoked").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("before", &key.key).await?;
+    let admin: String = t.cli_json(&["apikeys", "create"]).await?;
+    let a = t.api("POST", "/api/v1/preauthkey/expire", Some(&admin), &format!(r#"{{"id":"{}"}}"#, key.id)).await?;
+    ensure!(a.status == 200, "expiring through REST answered {}: {}", a.status, a.body);
+    t.start("after", Some(&key.key), false).await?;
+    stays_refused(&t, "after", &["before"]).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn users_list_filters(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    t.user("bob").await?;
+    let by_name: Vec<serde_json::Value> = t.cli_json(&["users", "list", "--name", "bob"]).await?;
+    ensure!(by_name.len() == 1 && by_name[0]["name"] == "bob", "`users list --name bob` gave {by_name:?}");
+    let by_id: Vec<serde_json::Value> = t.cli_json(&["users", "list", "-i", &alice.to_string()]).await?;
+    ensure!(by_id.len() == 1 && by_id[0]["name"] == "alice", "`users list -i {alice}` gave {by_id:?}");
+    let all: Vec<serde_json::Value> = t.cli_json(&["users", "list"]).await?;
+    ensure!(all.len() == 2, "`users list` gave {all:?}");
     Ok(Verdict::Passed)
 }

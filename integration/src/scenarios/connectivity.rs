@@ -77,6 +77,34 @@ pub fn list() -> Vec<Scenario> {
             not_with: &[],
             run: |t| Box::pin(all_restart(t)),
         },
+        Scenario {
+            name: "ServerRestartKeepsPolicyAndTags",
+            about: "after a server restart a tagged node is still tagged and the policy on its tag still holds",
+            setup: ServerSetup { policy: Some(TAGGED_SERVER), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(restart_keeps_tags(t)),
+        },
+        Scenario {
+            name: "NewNodeAfterServerRestart",
+            about: "a node that joins after a server restart is seen and reached by the nodes from before",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(new_node_after_restart(t)),
+        },
+        Scenario {
+            name: "OfflinePeerHasLastSeen",
+            about: "a peer that quit is shown offline with the time it was last seen",
+            setup: ServerSetup::default(),
+            not_with: &[(ClientKind::Rs, "tailscale-rs shows no raw map")],
+            run: |t| Box::pin(offline_last_seen(t)),
+        },
+        Scenario {
+            name: "PeersLearnEndpointsAndHomeDerp",
+            about: "each node's endpoints and home DERP, as it reports them, reach its peers",
+            setup: ServerSetup::default(),
+            not_with: &[(ClientKind::Rs, "tailscale-rs shows no raw map")],
+            run: |t| Box::pin(endpoints_reach_peers(t)),
+        },
     ]
 }
 
@@ -324,5 +352,87 @@ async fn all_restart(t: Tailnet) -> Result<Verdict> {
     for (a, b) in pairs(&names) {
         eventually(&format!("{a} to reach {b}"), RECONNECT_SETTLE, || async { t.tcp(a, b).await.ok() }).await?;
     }
+    Ok(Verdict::Passed)
+}
+
+/// bob's nodes may open connections to `tag:server` nodes, which may answer.
+const TAGGED_SERVER: &str = r#"{
+  "tagOwners": { "tag:server": ["alice@"] },
+  "acls": [
+    { "action": "accept", "src": ["bob@"], "dst": ["tag:server:7000"] },
+    { "action": "accept", "src": ["tag:server"], "dst": ["bob@:*"] },
+  ],
+}"#;
+
+async fn restart_keeps_tags(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let bob = t.user("bob").await?;
+    t.join("server-1", &t.key(alice, KeyOptions { tags: Some("tag:server"), ..KeyOptions::default() }).await?.key).await?;
+    t.join("bob-1", &t.key(bob, KeyOptions::default()).await?.key).await?;
+    t.await_reachable("bob-1", "server-1").await?;
+    if let Err(e) = t.world().restart_server().await {
+        return skip_if_unsupported(e);
+    }
+    eventually("both nodes online again", Duration::from_secs(60), || async {
+        t.nodes().await.ok().filter(|n| n.len() == 2 && n.iter().all(|n| n.online))
+    })
+    .await?;
+    ensure!(t.node("server-1").await?.tags == ["tag:server"], "the node lost its tag across the restart");
+    t.await_reachable("bob-1", "server-1").await?;
+    eventually("bob-1 to reach server-1", RECONNECT_SETTLE, || async { t.tcp("bob-1", "server-1").await.ok() }).await?;
+    t.tcp_port_fails("bob-1", "server-1", ECHO_PORT + 1).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn new_node_after_restart(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("after").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("old-1", &key.key).await?;
+    t.join("old-2", &key.key).await?;
+    t.await_reachable("old-1", "old-2").await?;
+    if let Err(e) = t.world().restart_server().await {
+        return skip_if_unsupported(e);
+    }
+    t.join("new-1", &key.key).await?;
+    for old in ["old-1", "old-2"] {
+        t.await_reachable(old, "new-1").await?;
+        eventually(&format!("{old} to reach new-1"), RECONNECT_SETTLE, || async { t.tcp(old, "new-1").await.ok() })
+            .await?;
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn offline_last_seen(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("seen").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("gone", &key.key).await?;
+    t.join("here", &key.key).await?;
+    t.await_reachable("here", "gone").await?;
+    let quit = chrono::Utc::now();
+    t.stop("gone").await?;
+    let entry = eventually("here to see gone offline with a last-seen time", SETTLE, || async {
+        let p = t.peer_entry("here", "gone").await.ok()??;
+        (p["Online"] == false && p["LastSeen"].is_string()).then_some(p)
+    })
+    .await?;
+    let seen: chrono::DateTime<chrono::Utc> = entry["LastSeen"].as_str().unwrap_or_default().parse()?;
+    ensure!((seen - quit).num_seconds().abs() < 60, "gone was last seen at {seen}, it quit at {quit}");
+    Ok(Verdict::Passed)
+}
+
+async fn endpoints_reach_peers(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("ends").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("left", &key.key).await?;
+    t.join("right", &key.key).await?;
+    t.await_reachable("left", "right").await?;
+    let (own, seen) = eventually("left to see right's endpoints", SETTLE, || async {
+        let own = t.netmap("right").await.ok()?["Node"].clone();
+        let seen = t.peer_entry("left", "right").await.ok()??;
+        let has = |n: &serde_json::Value| n["Endpoints"].as_array().is_some_and(|e| !e.is_empty());
+        (has(&own) && has(&seen) && own["Endpoints"] == seen["Endpoints"]).then_some((own, seen))
+    })
+    .await?;
+    ensure!(own["HomeDERP"] == seen["HomeDERP"], "right's home DERP {} is shown as {}", own["HomeDERP"], seen["HomeDERP"]);
     Ok(Verdict::Passed)
 }

@@ -51,6 +51,13 @@ pub fn list() -> Vec<Scenario> {
             not_with: GO_ONLY,
             run: |t| Box::pin(logtail_enabled(t)),
         },
+        Scenario {
+            name: "DnsCustomBaseDomain",
+            about: "a configured base domain names every node and is searched",
+            setup: ServerSetup { config: &[("HEADSCALE_DNS_BASE_DOMAIN", "corp.test")], ..ServerSetup::default() },
+            not_with: GO_ONLY,
+            run: |t| Box::pin(custom_base_domain(t)),
+        },
     ]
 }
 
@@ -103,5 +110,13 @@ async fn logtail_disabled(t: Tailnet) -> Result<Verdict> {
 async fn logtail_enabled(t: Tailnet) -> Result<Verdict> {
     let map = joined_map(&t, "chatty").await?;
     ensure!(map["Debug"]["DisableLogTail"] != true, "logtail is enabled but the map disables it: {}", map["Debug"]);
+    Ok(Verdict::Passed)
+}
+
+async fn custom_base_domain(t: Tailnet) -> Result<Verdict> {
+    let map = joined_map(&t, "desk").await?;
+    ensure!(map["Domain"] == "corp.test", "the map's domain is {}", map["Domain"]);
+    ensure!(map["Node"]["Name"] == "desk.corp.test.", "the node is named {}", map["Node"]["Name"]);
+    ensure!(map["DNSConfig"]["Domains"][0] == "corp.test", "the search domains: {}", map["DNSConfig"]["Domains"]);
     Ok(Verdict::Passed)
 }

@@ -43,3 +43,16 @@ async fn all_reachable(t: &Tailnet, names: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Checks for a few seconds that `client` stays unauthorized and the server lists only `names`.
+async fn stays_refused(t: &Tailnet, client: &str, names: &[&str]) -> Result<()> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < until {
+        let s = t.status(client).await?;
+        ensure!(!s.authorized && s.ipv4.is_none(), "{client} was let in: {s:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let listed: Vec<String> = t.nodes().await?.into_iter().map(|n| n.given_name).collect();
+    ensure!(listed == names, "the server lists {listed:?}, expected {names:?}");
+    Ok(())
+}

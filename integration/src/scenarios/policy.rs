@@ -160,6 +160,48 @@ pub fn list() -> Vec<Scenario> {
             not_with: &[],
             run: |t| Box::pin(policy_database_mode(t)),
         },
+        Scenario {
+            name: "AclGroupMemberAddedAtRuntime",
+            about: "adding a user to a group in the policy file gives their running node the group's access",
+            setup: ServerSetup { policy: Some(GROUP_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(group_member_added(t)),
+        },
+        Scenario {
+            name: "AclHostAliasForOneNode",
+            about: "a hosts alias for one node's address grants that node and not its sibling",
+            setup: ServerSetup { policy: Some(ALLOW_ALL), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(host_alias_one_node(t)),
+        },
+        Scenario {
+            name: "PolicyWithPassingTestsApplies",
+            about: "a policy written under running clients whose own tests pass is applied and enforced",
+            setup: ServerSetup { policy: Some(USER_POLICY), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(policy_with_tests(t)),
+        },
+        Scenario {
+            name: "PacketFilterMatchesPolicy",
+            about: "the packet filter a node receives allows exactly its sources on its granted ports",
+            setup: ServerSetup { policy: Some(USER_POLICY), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Rs, "tailscale-rs shows no raw map")],
+            run: |t| Box::pin(packet_filter(t)),
+        },
+        Scenario {
+            name: "SshPolicyReachesTargets",
+            about: "SSH rules reach the nodes they target as an SSH policy, and no other node gets one",
+            setup: ServerSetup { policy: Some(SSH_POLICY), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Rs, "tailscale-rs shows no raw map")],
+            run: |t| Box::pin(ssh_policy(t)),
+        },
+        Scenario {
+            name: "GrantAppCapabilityReachesTarget",
+            about: "a grant of an application capability reaches the destination's packet filter as a CapGrant",
+            setup: ServerSetup { policy: Some(APP_GRANT), ..ServerSetup::default() },
+            not_with: &[(ClientKind::Rs, "tailscale-rs shows no raw map")],
+            run: |t| Box::pin(app_grant(t)),
+        },
     ]
 }
 
@@ -615,5 +657,134 @@ async fn policy_database_mode(t: Tailnet) -> Result<Verdict> {
         t.tcp_port("alice-1", "bob-1", ECHO_PORT + 1).await.ok()
     })
     .await?;
+    Ok(Verdict::Passed)
+}
+
+async fn group_member_added(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob", "dave"]).await?;
+    t.await_reachable("alice-1", "bob-1").await?;
+    t.tcp_fails("dave-1", "bob-1").await?;
+    t.world().write_policy(&GROUP_POLICY.replace(r#"["alice@", "carol@"]"#, r#"["alice@", "carol@", "dave@"]"#)).await?;
+    t.await_reachable("dave-1", "bob-1").await?;
+    eventually("dave-1 to reach bob-1", SETTLE, || async { t.tcp("dave-1", "bob-1").await.ok() }).await?;
+    t.tcp_port_fails("dave-1", "bob-1", ECHO_PORT + 1).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn host_alias_one_node(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    let bob = t.user("bob").await?;
+    t.join("alice-1", &t.key(alice, KeyOptions::default()).await?.key).await?;
+    let key = t.key(bob, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    let chosen = t.join("bob-1", &key.key).await?.ipv4.context("bob-1's address")?;
+    t.join("bob-2", &key.key).await?;
+    let policy = format!(
+        r#"{{
+  "hosts": {{ "chosen": "{chosen}/32" }},
+  "acls": [
+    {{ "action": "accept", "src": ["alice@"], "dst": ["chosen:7000"] }},
+    {{ "action": "accept", "src": ["bob@"], "dst": ["alice@:*"] }},
+  ],
+}}"#
+    );
+    t.world().write_policy(&policy).await?;
+    t.await_gone("alice-1", "bob-2").await?;
+    t.await_refused("alice-1", "bob-1", ECHO_PORT + 1).await?;
+    t.tcp("alice-1", "bob-1").await?;
+    t.tcp_fails("alice-1", "bob-2").await?;
+    Ok(Verdict::Passed)
+}
+
+/// [`USER_POLICY`] opened to bob's second port, with tests of its own that pass.
+const WITH_TESTS: &str = r#"{
+  "acls": [
+    { "action": "accept", "src": ["alice@"], "dst": ["bob@:7000-7001"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["alice@:*"] },
+  ],
+  "tests": [
+    { "src": "alice@", "accept": ["bob@:7000", "bob@:7001"], "deny": ["bob@:22"] },
+  ],
+}"#;
+
+async fn policy_with_tests(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob"]).await?;
+    t.await_reachable("alice-1", "bob-1").await?;
+    t.tcp_port_fails("alice-1", "bob-1", ECHO_PORT + 1).await?;
+    t.world().write_policy(WITH_TESTS).await?;
+    eventually("alice-1 to reach bob-1's second port", SETTLE, || async {
+        t.tcp_port("alice-1", "bob-1", ECHO_PORT + 1).await.ok()
+    })
+    .await?;
+    t.tcp("alice-1", "bob-1").await?;
+    Ok(Verdict::Passed)
+}
+
+async fn packet_filter(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob"]).await?;
+    t.await_reachable("alice-1", "bob-1").await?;
+    let alice_ip = t.status("alice-1").await?.ipv4.context("alice-1's address")?.to_string();
+    let bob_ip = t.status("bob-1").await?.ipv4.context("bob-1's address")?.to_string();
+    let filter = t.netmap("bob-1").await?["PacketFilter"].clone();
+    let rules = filter.as_array().context("bob-1 has a packet filter")?;
+    let from_alice: Vec<&serde_json::Value> =
+        rules.iter().filter(|r| r["SrcIPs"].as_array().is_some_and(|s| s.iter().any(|ip| ip == alice_ip.as_str()))).collect();
+    ensure!(from_alice.len() == 1, "bob-1's filter has {} rules from alice: {filter}", from_alice.len());
+    let ports = &from_alice[0]["DstPorts"];
+    let to_bob: Vec<&serde_json::Value> = ports.as_array().into_iter().flatten().filter(|p| p["IP"] == bob_ip.as_str()).collect();
+    ensure!(
+        to_bob.len() == 1 && to_bob[0]["Ports"]["First"] == 7000 && to_bob[0]["Ports"]["Last"] == 7000,
+        "alice's rule on bob-1 grants {ports}"
+    );
+    Ok(Verdict::Passed)
+}
+
+const SSH_POLICY: &str = r#"{
+  "tagOwners": { "tag:box": ["alice@"] },
+  "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ],
+  "ssh": [ { "action": "accept", "src": ["alice@"], "dst": ["tag:box"], "users": ["root", "autogroup:nonroot"] } ],
+}"#;
+
+async fn ssh_policy(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    t.join("box", &t.key(alice, KeyOptions { tags: Some("tag:box"), ..KeyOptions::default() }).await?.key).await?;
+    t.join("alice-1", &t.key(alice, KeyOptions::default()).await?.key).await?;
+    let alice_ip = t.status("alice-1").await?.ipv4.context("alice-1's address")?.to_string();
+    let ssh = eventually("box to get an SSH policy", SETTLE, || async {
+        let p = t.netmap("box").await.ok()?["SSHPolicy"].clone();
+        p["rules"].as_array().is_some_and(|r| !r.is_empty()).then_some(p)
+    })
+    .await?;
+    let rule = &ssh["rules"][0];
+    ensure!(rule["action"]["accept"] == true, "the rule does not accept: {rule}");
+    let principals = rule["principals"].to_string();
+    ensure!(principals.contains(&alice_ip), "alice-1 ({alice_ip}) is not a principal: {principals}");
+    ensure!(rule["sshUsers"]["root"] == "root", "root is not mapped to root: {}", rule["sshUsers"]);
+    let other = t.netmap("alice-1").await?["SSHPolicy"].clone();
+    ensure!(other["rules"].as_array().is_none_or(|r| r.is_empty()), "alice-1, not a target, got SSH rules: {other}");
+    Ok(Verdict::Passed)
+}
+
+const APP_GRANT: &str = r#"{
+  "grants": [
+    { "src": ["alice@"], "dst": ["bob@"], "ip": ["*"] },
+    { "src": ["bob@"], "dst": ["alice@"], "ip": ["*"] },
+    { "src": ["alice@"], "dst": ["bob@"], "app": { "example.com/cap/widgets": [ { "level": "read" } ] } },
+  ],
+}"#;
+
+async fn app_grant(t: Tailnet) -> Result<Verdict> {
+    one_each(&t, &["alice", "bob"]).await?;
+    t.await_reachable("alice-1", "bob-1").await?;
+    let filter = t.netmap("bob-1").await?["PacketFilter"].clone();
+    let grant = filter
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["CapGrant"].as_array().cloned().unwrap_or_default())
+        .find(|g| g["CapMap"].get("example.com/cap/widgets").is_some())
+        .with_context(|| format!("bob-1's filter carries no widgets grant: {filter}"))?;
+    ensure!(grant["CapMap"]["example.com/cap/widgets"][0]["level"] == "read", "the grant's values: {grant}");
+    let alices = t.netmap("alice-1").await?["PacketFilter"].to_string();
+    ensure!(!alices.contains("example.com/cap/widgets"), "alice-1, the source, got the grant in its own filter");
     Ok(Verdict::Passed)
 }

@@ -176,6 +176,48 @@ pub fn list() -> Vec<Scenario> {
             not_with: &[(ClientKind::Rs, "tailscale-rs shows no user profiles")],
             run: |t| Box::pin(tagged_devices_profile(t)),
         },
+        Scenario {
+            name: "InteractiveReloginKeepsAddress",
+            about: "a node registered in the browser flow, logged out by the admin, logs in the same way and keeps its address",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(interactive_relogin(t)),
+        },
+        Scenario {
+            name: "InteractiveLoginPingAll",
+            about: "three nodes registered in the browser flow, for two users, all reach each other",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(interactive_ping_all(t)),
+        },
+        Scenario {
+            name: "OneShotKeyNotReusableAfterDeletion",
+            about: "a one-shot key whose node was deleted registers nothing more",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(one_shot_after_deletion(t)),
+        },
+        Scenario {
+            name: "SameHostnameGetsUniqueName",
+            about: "two machines asking for one hostname get distinct DNS names, and each is reached by its own",
+            setup: ServerSetup::default(),
+            not_with: &[],
+            run: |t| Box::pin(same_hostname(t)),
+        },
+        Scenario {
+            name: "TaggedNodeKeepsAtLeastOneTag",
+            about: "the admin cannot take every tag off a tagged node; it stays tagged",
+            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
+            not_with: &[],
+            run: |t| Box::pin(tagged_keeps_a_tag(t)),
+        },
+        Scenario {
+            name: "ExpiredNodeSeesNoPeers",
+            about: "a node whose key expired is sent a map with no peers",
+            setup: ServerSetup::default(),
+            not_with: &[(ClientKind::Rs, "tailscale-rs shows no raw map")],
+            run: |t| Box::pin(expired_sees_no_one(t)),
+        },
     ]
 }
 
@@ -188,19 +230,6 @@ async fn reusable_key(t: Tailnet) -> Result<Verdict> {
     t.tcp("first", "second").await?;
     ensure!(t.nodes().await?.len() == 2, "two nodes registered with one reusable key");
     Ok(Verdict::Passed)
-}
-
-/// Checks for a few seconds that `client` stays unauthorized and the server lists only `names`.
-async fn stays_refused(t: &Tailnet, client: &str, names: &[&str]) -> Result<()> {
-    let until = tokio::time::Instant::now() + Duration::from_secs(8);
-    while tokio::time::Instant::now() < until {
-        let s = t.status(client).await?;
-        ensure!(!s.authorized && s.ipv4.is_none(), "{client} was let in: {s:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let listed: Vec<String> = t.nodes().await?.into_iter().map(|n| n.given_name).collect();
-    ensure!(listed == names, "the server lists {listed:?}, expected {names:?}");
-    Ok(())
 }
 
 async fn one_shot_key(t: Tailnet) -> Result<Verdict> {
@@ -576,5 +605,116 @@ async fn tagged_devices_profile(t: Tailnet) -> Result<Verdict> {
     let profile = map["UserProfiles"].as_array().into_iter().flatten().find(|p| p["ID"].as_u64() == Some(owner));
     let login = profile.and_then(|p| p["LoginName"].as_str()).unwrap_or_default();
     ensure!(login == "tagged-devices", "web-1 is shown owned by {login:?} (user {owner})");
+    Ok(Verdict::Passed)
+}
+
+async fn interactive_relogin(t: Tailnet) -> Result<Verdict> {
+    t.user("gail").await?;
+    let auth_id = waiting_login(&t, "roamer", &[]).await?;
+    t.world().headscale(&["auth", "register", "--auth-id", &auth_id, "--user", "gail"]).await?;
+    let before = t.joined("roamer").await?;
+    let id = t.node("roamer").await?.id;
+    t.world().headscale(&["nodes", "expire", "-i", &id.to_string()]).await?;
+    t.restart_client("roamer").await?;
+    let url = eventually("roamer to get a new login URL", SETTLE, || async {
+        t.status("roamer").await.ok().and_then(|s| s.auth_url)
+    })
+    .await?;
+    let again = url.rsplit('/').next().context("auth id in the login URL")?.to_string();
+    ensure!(again != auth_id, "the new login reused the old auth id");
+    t.world().headscale(&["auth", "register", "--auth-id", &again, "--user", "gail"]).await?;
+    let after = t.joined("roamer").await?;
+    ensure!(after.ipv4 == before.ipv4, "address changed: {:?} -> {:?}", before.ipv4, after.ipv4);
+    ensure!(t.node("roamer").await?.id == id, "logging in again made a new node");
+    ensure!(!t.node("roamer").await?.expired(), "the server still lists the node expired");
+    Ok(Verdict::Passed)
+}
+
+async fn interactive_ping_all(t: Tailnet) -> Result<Verdict> {
+    t.user("hana").await?;
+    t.user("ivan").await?;
+    let names = ["hana-1", "hana-2", "ivan-1"].map(String::from);
+    for n in &names {
+        let auth_id = waiting_login(&t, n, &[]).await?;
+        let user = &n[..4];
+        t.world().headscale(&["auth", "register", "--auth-id", &auth_id, "--user", user]).await?;
+        t.joined(n).await?;
+    }
+    all_reachable(&t, &names).await?;
+    for (a, b) in pairs(&names) {
+        t.tcp(a, b).await?;
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn one_shot_after_deletion(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("single").await?;
+    let key = t.key(user, KeyOptions::default()).await?;
+    t.join("first", &key.key).await?;
+    let id = t.node("first").await?.id;
+    t.stop("first").await?;
+    t.world().headscale(&["nodes", "delete", "-i", &id.to_string(), "--force"]).await?;
+    t.start("second", Some(&key.key), false).await?;
+    stays_refused(&t, "second", &[]).await?;
+    Ok(Verdict::Passed)
+}
+
+async fn same_hostname(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("twins").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    for name in ["first", "second"] {
+        t.start_with(crate::scenario::ClientSpec {
+            name: name.into(),
+            hostname: Some("twin".into()),
+            authkey: Some(key.key.clone()),
+            ephemeral: false,
+            tags: Vec::new(),
+            kind: t.client(),
+        })
+        .await?;
+        t.joined(name).await?;
+    }
+    let nodes = t.nodes().await?;
+    let given: Vec<&str> = nodes.iter().map(|n| n.given_name.as_str()).collect();
+    ensure!(nodes.len() == 2 && given[0] != given[1], "two nodes with distinct names, got {given:?}");
+    ensure!(nodes.iter().all(|n| n.name == "twin"), "both keep the hostname they asked for: {nodes:?}");
+    let first_ip = t.status("first").await?.ipv4.context("first's address")?.to_string();
+    let (mine, other): (Vec<_>, Vec<_>) = nodes.iter().partition(|n| n.ip_addresses.contains(&first_ip));
+    let (mine, other) = (&mine[0].given_name, &other[0].given_name);
+    t.await_reachable("second", mine).await?;
+    t.tcp("second", "first").await?;
+    if t.client() == ClientKind::Go {
+        t.tcp_name("second", mine, "twin").await?;
+        let x = t.ask_tcp_name("first", other).await?;
+        ensure!(x.answered_by.as_deref() == Some("twin"), "{other} answered as {:?}", x.answered_by);
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn tagged_keeps_a_tag(t: Tailnet) -> Result<Verdict> {
+    let alice = t.user("alice").await?;
+    t.join("web-1", &t.key(alice, KeyOptions { tags: Some("tag:web"), ..KeyOptions::default() }).await?.key).await?;
+    let id = t.node("web-1").await?.id.to_string();
+    let r = t.world().headscale(&["nodes", "tag", "-i", &id, "-t", ""]).await;
+    ensure!(r.is_err(), "all tags were taken off a tagged node: {r:?}");
+    ensure!(t.node("web-1").await?.tags == ["tag:web"], "the node's tags changed");
+    t.world().headscale(&["nodes", "tag", "-i", &id, "-t", "tag:db"]).await?;
+    ensure!(t.node("web-1").await?.tags == ["tag:db"], "the admin's replacement tag applies");
+    Ok(Verdict::Passed)
+}
+
+async fn expired_sees_no_one(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("lone").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("lone", &key.key).await?;
+    t.join("crowd", &key.key).await?;
+    t.await_reachable("lone", "crowd").await?;
+    let id = t.node("lone").await?.id;
+    t.world().headscale(&["nodes", "expire", "-i", &id.to_string()]).await?;
+    eventually("lone's map to hold no peers", SETTLE, || async {
+        let map = t.netmap("lone").await.ok()?;
+        map["Peers"].as_array().is_some_and(|p| p.is_empty()).then_some(())
+    })
+    .await?;
     Ok(Verdict::Passed)
 }
