@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::client::{Client, ClientKind};
 use crate::go_node::{GoNode, GoSpec};
 use crate::node::{Node, NodeSpec, Request};
-use crate::scenario::{ClientSpec, Scenario, ServerSetup, Tailnet, Verdict, World, WorldError, ECHO_PORT};
+use crate::scenario::{ClientSpec, Engine, Scenario, ServerSetup, Tailnet, Verdict, World, WorldError, ECHO_PORT};
 use crate::{Options, TestServer};
 
 /// The server and clients of one scenario, all in this process.
@@ -35,9 +35,16 @@ pub struct InProcessWorld {
 }
 
 impl InProcessWorld {
-    /// Starts a server set up as `setup` asks; the Go clients' logs go into `logs`.
-    pub async fn start(setup: &ServerSetup, logs: &Path) -> Result<InProcessWorld> {
-        let mut opts = Options { config: setup.config.to_vec(), ..Options::default() };
+    /// Starts a server set up as `setup` asks, on `engine`; the Go clients' logs go into `logs`.
+    pub async fn start(setup: &ServerSetup, engine: Engine, logs: &Path) -> Result<InProcessWorld> {
+        let base = match engine {
+            Engine::Sqlite => Options::default(),
+            Engine::Postgres => Options::on_postgres().ok_or(WorldError::Unsupported {
+                world: "in-process",
+                what: "run on PostgreSQL here (HEADSCALE_TEST_POSTGRES=skip)",
+            })?,
+        };
+        let mut opts = Options { config: setup.config.to_vec(), ..base };
         if let Some(t) = setup.ephemeral_timeout {
             opts.ephemeral_timeout = t;
         }
@@ -187,14 +194,14 @@ pub struct Ran {
     pub notes: Vec<String>,
 }
 
-/// Runs one scenario with clients of `kind` in a fresh in-process world, the Go clients'
-/// logs in `logs`, and returns how it ended.
-pub async fn run(scenario: &Scenario, kind: ClientKind, logs: &Path) -> Result<Ran> {
+/// Runs one scenario with clients of `kind` in a fresh in-process world on `engine`, the Go
+/// clients' logs in `logs`, and returns how it ended.
+pub async fn run(scenario: &Scenario, kind: ClientKind, engine: Engine, logs: &Path) -> Result<Ran> {
     if let Some(why) = scenario.cannot_run_with(kind) {
         return Ok(Ran { verdict: Verdict::Skipped(format!("not with the {kind} client: {why}")), notes: Vec::new() });
     }
     std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
-    let world = match InProcessWorld::start(&scenario.setup, logs).await {
+    let world = match InProcessWorld::start(&scenario.setup, engine, logs).await {
         Ok(w) => Arc::new(w),
         Err(e) => return Ok(Ran { verdict: crate::scenario::skip_if_unsupported(e)?, notes: Vec::new() }),
     };

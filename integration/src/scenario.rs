@@ -56,6 +56,25 @@ pub struct ClientSpec {
     pub kind: ClientKind,
 }
 
+/// The database the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// SQLite in the server's directory (the embedded default).
+    Sqlite,
+    /// PostgreSQL: a throwaway cluster in-process, a container of its own in Docker.
+    Postgres,
+}
+
+impl Engine {
+    /// The short name used in test names and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
 /// Why a world could not be made; the runner reports these as skips, not failures.
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {
@@ -437,13 +456,17 @@ impl Tailnet {
         .await
     }
 
-    /// A client's tailnet address; for one that is stopped, the one it last had.
+    /// A client's tailnet address; for one that is stopped or cut off, the one it last had.
     async fn ipv4(&self, client: &str) -> Result<Ipv4Addr> {
         let stopped = !self.running.lock().expect("running lock").contains(client);
-        if let Some(ip) = self.addresses.lock().expect("addresses lock").get(client).filter(|_| stopped) {
-            return Ok(*ip);
+        let last = self.addresses.lock().expect("addresses lock").get(client).copied();
+        if let Some(ip) = last.filter(|_| stopped) {
+            return Ok(ip);
         }
-        self.status(client).await?.ipv4.with_context(|| format!("{client} has no tailnet address"))
+        match self.status(client).await {
+            Ok(s) => s.ipv4.with_context(|| format!("{client} has no tailnet address")),
+            Err(e) => last.ok_or(e),
+        }
     }
 
     /// A TCP echo exchange from `from` to `to` over the tailnet.
