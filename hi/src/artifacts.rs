@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use integration::node::Request;
+use integration::protocol::Request;
 use integration::scenario::World;
 use serde_json::json;
 

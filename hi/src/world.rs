@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use bollard::Docker;
-use integration::node::Request;
+use integration::protocol::Request;
 use integration::scenario::{ClientKind, ClientSpec, ServerSetup, World, WorldError, ECHO_PORT};
 use serde_json::Value;
 use integration::http::get as http_get;

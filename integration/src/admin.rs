@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::client::Client;
-use crate::node::Request;
+use crate::protocol::Request;
 
 /// Answers the requests of one admin connection until it closes.
 pub async fn answer(client: Arc<dyn Client>, sock: TcpStream) {

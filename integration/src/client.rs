@@ -6,10 +6,9 @@ use std::fmt;
 
 use anyhow::Result;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::node::Request;
+use crate::protocol::Request;
 
 /// Which Tailscale client a node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,13 +53,6 @@ impl std::str::FromStr for ClientKind {
             _ => anyhow::bail!("unknown client {s:?}; expected go or rs"),
         }
     }
-}
-
-/// What a client did that a test must know about beyond its answers.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ClientHealth {
-    /// Every attempt it made to reach something beyond its control server and the tailnet.
-    pub outside: Vec<String>,
 }
 
 /// A running client of either kind.

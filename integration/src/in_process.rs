@@ -18,7 +18,8 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::client::{Client, ClientKind};
 use crate::go_node::{GoNode, GoSpec};
-use crate::node::{Node, NodeSpec, Request};
+use crate::node::{Node, NodeSpec};
+use crate::protocol::Request;
 use crate::scenario::{ClientSpec, Engine, Scenario, ServerSetup, Tailnet, Verdict, World, WorldError, ECHO_PORT};
 use crate::{Options, TestServer};
 

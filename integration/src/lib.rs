@@ -3,9 +3,10 @@
 //! to become true with a message that says what was awaited. `noise_client` is a minimal
 //! ts2021 client for tests that must send what a well-behaved client never would. `scenario`
 //! is the API scenarios are written against, `scenarios` the scenarios, `in_process` the world
-//! that runs them here; `client` is what both kinds of client answer, `go_node` the official
-//! client (also run by `gonode`) and `node` the supervised tailscale-rs one (also run by
-//! `tsnode`); `admin` is the line protocol both programs answer on.
+//! that runs them here; `protocol` is what a client is asked and answers, `client` the
+//! interface both kinds of client share, `go_node` the official client (also run by `gonode`)
+//! and `node` the supervised tailscale-rs one (also run by `tsnode`); `admin` serves the
+//! protocol on a client program's admin port.
 
 pub mod admin;
 pub mod client;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod in_process;
 pub mod node;
 pub mod noise_client;
+pub mod protocol;
 pub mod scenario;
 pub mod scenarios;
 

@@ -20,9 +20,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use crate::client::ClientKind;
-use crate::client::ClientHealth;
 use crate::eventually;
-use crate::node::{Exchange, NodeStatus, PeerStatus, Request};
+use crate::protocol::{ClientHealth, Exchange, NodeStatus, PeerStatus, Request};
 
 /// The tailnet port every client echoes TCP and UDP on; it also echoes TCP on the next one.
 pub const ECHO_PORT: u16 = 7000;
@@ -564,7 +563,7 @@ impl Tailnet {
         self.tcp_port_fails(from, to, ECHO_PORT).await
     }
 
-    /// Checks that `from` cannot reach `to`'s `port` over TCP (within [`crate::node::PROBE_TIMEOUT`]).
+    /// Checks that `from` cannot reach `to`'s `port` over TCP (within [`crate::protocol::PROBE_TIMEOUT`]).
     pub async fn tcp_port_fails(&self, from: &str, to: &str, port: u16) -> Result<()> {
         let addr = SocketAddr::from((self.ipv4(to).await?, port));
         match self.ask::<Exchange>(from, Request::Probe(addr)).await {

@@ -29,8 +29,8 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
-use crate::client::{Client, ClientHealth};
-use crate::node::{Exchange, NodeStatus, Request, EXCHANGE_TIMEOUT, PROBE_TIMEOUT};
+use crate::client::Client;
+use crate::protocol::{ClientHealth, Exchange, NodeStatus, Request, EXCHANGE_TIMEOUT, PROBE_TIMEOUT};
 use observe::Observed;
 
 /// How a Go node joins.

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::node::PeerStatus;
+use crate::protocol::PeerStatus;
 
 /// Fields of a MapResponse that describe changes to peers rather than a latest value.
 const PEER_DELTAS: [&str; 6] =

@@ -563,7 +563,7 @@ async fn relogin_expired_key(t: Tailnet) -> Result<Verdict> {
     t.join("stale", &key.key).await?;
     let id = t.node("stale").await?.id;
     t.world().headscale(&["nodes", "expire", "-i", &id.to_string()]).await?;
-    let logged_out = |s: &crate::node::NodeStatus| !s.authorized || s.key_expiry.is_some_and(|e| e <= chrono::Utc::now());
+    let logged_out = |s: &crate::protocol::NodeStatus| !s.authorized || s.key_expiry.is_some_and(|e| e <= chrono::Utc::now());
     eventually("stale to see itself logged out", SETTLE, || async { t.status("stale").await.ok().filter(logged_out) })
         .await?;
     let old = t.key(user, KeyOptions::default()).await?;
