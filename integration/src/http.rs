@@ -18,7 +18,13 @@ pub struct Answer {
 }
 
 /// Sends `method path` with `headers` and `body` to `addr` and reads the whole answer.
-pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<Answer> {
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Answer> {
     let what = format!("{method} http://{addr}{path}");
     let exchange = async {
         let mut sock = TcpStream::connect(addr).await?;

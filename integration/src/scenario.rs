@@ -150,6 +150,21 @@ impl ClientSpec {
 }
 
 impl Scenario {
+    /// A scenario on the default server that runs with both clients.
+    pub fn new(name: &'static str, about: &'static str, run: fn(Tailnet) -> ScenarioFuture) -> Scenario {
+        Scenario { name, about, setup: ServerSetup::default(), not_with: &[], run }
+    }
+
+    /// The same on a server set up as `setup` says.
+    pub fn setup(self, setup: ServerSetup) -> Scenario {
+        Scenario { setup, ..self }
+    }
+
+    /// The same, saying which clients it cannot run with and why.
+    pub fn not_with(self, not_with: &'static [(ClientKind, &'static str)]) -> Scenario {
+        Scenario { not_with, ..self }
+    }
+
     /// Why it cannot run with `kind`, if it cannot.
     pub fn cannot_run_with(&self, kind: ClientKind) -> Option<&'static str> {
         self.not_with.iter().find(|(k, _)| *k == kind).map(|(_, why)| *why)

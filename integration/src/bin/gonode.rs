@@ -62,7 +62,8 @@ async fn main() -> Result<()> {
         echo_port: args.echo_port,
     };
     let node: Arc<dyn Client> = Arc::new(GoNode::start(spec).await?);
-    let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding the admin port {}", args.admin))?;
+    let admin =
+        TcpListener::bind(args.admin).await.with_context(|| format!("binding the admin port {}", args.admin))?;
     println!("gonode ready");
     let mut term = signal(SignalKind::terminate())?;
     loop {

@@ -198,7 +198,8 @@ impl GoNode {
         let start = Instant::now();
         let dial = *self.dial.lock().expect("dial lock");
         let fetch = async {
-            let mut sock = TcpStream::connect(dial).await.with_context(|| format!("connecting to the dial listener {dial}"))?;
+            let mut sock =
+                TcpStream::connect(dial).await.with_context(|| format!("connecting to the dial listener {dial}"))?;
             let request = format!("GET / HTTP/1.0\r\nHost: {to}\r\n{}: {to}\r\n\r\n", caddy::TARGET_HEADER);
             sock.write_all(request.as_bytes()).await?;
             let mut raw = Vec::new();
@@ -233,7 +234,9 @@ impl Client for GoNode {
             Request::TcpName(name, port) => {
                 serde_json::to_value(self.tcp(&format!("{name}:{port}"), EXCHANGE_TIMEOUT).await?)?
             }
-            Request::Udp(_) => bail!("the official client runs inside Caddy here, which offers no UDP socket on the tailnet"),
+            Request::Udp(_) => {
+                bail!("the official client runs inside Caddy here, which offers no UDP socket on the tailnet")
+            }
             Request::Login(key) => {
                 self.spec.lock().expect("spec lock").authkey = Some(key.clone());
                 self.restart().await?;

@@ -115,7 +115,8 @@ impl NetMap {
     pub fn authorized(&self) -> bool {
         let Some(node) = &self.node else { return false };
         let machine = node.get("MachineAuthorized").and_then(Value::as_bool).unwrap_or(false);
-        machine && !node.get("Expired").and_then(Value::as_bool).unwrap_or(false)
+        machine
+            && !node.get("Expired").and_then(Value::as_bool).unwrap_or(false)
             && key_expiry(node).is_none_or(|e| e > Utc::now())
     }
 
@@ -175,9 +176,10 @@ fn key_expiry(node: &Value) -> Option<DateTime<Utc>> {
 
 /// The home DERP region: `HomeDERP`, or the legacy `DERP` address `127.3.3.40:N`.
 fn home_derp(node: &Value) -> Option<u32> {
-    let region = node.get("HomeDERP").and_then(Value::as_u64).or_else(|| {
-        node.get("DERP")?.as_str()?.strip_prefix("127.3.3.40:")?.parse().ok()
-    })?;
+    let region = node
+        .get("HomeDERP")
+        .and_then(Value::as_u64)
+        .or_else(|| node.get("DERP")?.as_str()?.strip_prefix("127.3.3.40:")?.parse().ok())?;
     u32::try_from(region).ok().filter(|r| *r != 0)
 }
 

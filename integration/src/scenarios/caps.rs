@@ -9,30 +9,29 @@ const GO_ONLY: &[(ClientKind, &str)] = &[(ClientKind::Rs, "tailscale-rs shows no
 /// This area's scenarios.
 pub fn list() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "CapsBaselineOnSelfAndPeers",
-            about: "every node has is-admin, ssh, file-sharing and the Taildrive attributes, and its peers show them too",
-            setup: ServerSetup::default(),
-            not_with: GO_ONLY,
-            run: |t| Box::pin(baseline(t)),
-        },
-        Scenario {
-            name: "CapsFollowConfiguration",
-            about: "with Taildrop off there is no file-sharing capability; randomize_client_port adds its attribute",
-            setup: ServerSetup {
-                config: &[("HEADSCALE_TAILDROP_ENABLED", "false"), ("HEADSCALE_RANDOMIZE_CLIENT_PORT", "true")],
-                ..ServerSetup::default()
-            },
-            not_with: GO_ONLY,
-            run: |t| Box::pin(configured(t)),
-        },
-        Scenario {
-            name: "CapsFromNodeAttrs",
-            about: "a policy's nodeAttrs give the targeted nodes their attributes, on top of the baseline",
-            setup: ServerSetup { policy: Some(NODE_ATTRS), ..ServerSetup::default() },
-            not_with: GO_ONLY,
-            run: |t| Box::pin(node_attrs(t)),
-        },
+        Scenario::new(
+            "CapsBaselineOnSelfAndPeers",
+            "every node has is-admin, ssh, file-sharing and the Taildrive attributes, and its peers show them too",
+            |t| Box::pin(baseline(t)),
+        )
+        .not_with(GO_ONLY),
+        Scenario::new(
+            "CapsFollowConfiguration",
+            "with Taildrop off there is no file-sharing capability; randomize_client_port adds its attribute",
+            |t| Box::pin(configured(t)),
+        )
+        .setup(ServerSetup {
+            config: &[("HEADSCALE_TAILDROP_ENABLED", "false"), ("HEADSCALE_RANDOMIZE_CLIENT_PORT", "true")],
+            ..ServerSetup::default()
+        })
+        .not_with(GO_ONLY),
+        Scenario::new(
+            "CapsFromNodeAttrs",
+            "a policy's nodeAttrs give the targeted nodes their attributes, on top of the baseline",
+            |t| Box::pin(node_attrs(t)),
+        )
+        .setup(ServerSetup { policy: Some(NODE_ATTRS), ..ServerSetup::default() })
+        .not_with(GO_ONLY),
     ]
 }
 
@@ -85,7 +84,10 @@ async fn node_attrs(t: Tailnet) -> Result<Verdict> {
     t.join("alice-1", &t.key(alice, KeyOptions::default()).await?.key).await?;
     t.join("bob-1", &t.key(bob, KeyOptions::default()).await?.key).await?;
     let own = t.netmap("alice-1").await?["Node"]["CapMap"].clone();
-    ensure!(own.get("funnel").is_some() && own.get("disable-captive-portal-detection").is_some(), "alice lacks her attributes: {own}");
+    ensure!(
+        own.get("funnel").is_some() && own.get("disable-captive-portal-detection").is_some(),
+        "alice lacks her attributes: {own}"
+    );
     ensure!(own.get("https://tailscale.com/cap/ssh").is_some(), "the baseline is kept under nodeAttrs: {own}");
     let bobs = t.netmap("bob-1").await?["Node"]["CapMap"].clone();
     ensure!(bobs.get("funnel").is_none(), "bob got alice's attribute: {bobs}");

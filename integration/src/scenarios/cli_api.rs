@@ -7,118 +7,25 @@ use super::*;
 /// This area's scenarios.
 pub fn list() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "CliNodesListMatchesClients",
-            about: "`nodes list` shows every client with the address, owner and online state the clients have",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(nodes_list(t)),
-        },
-        Scenario {
-            name: "ApiKeyGuardsRest",
-            about: "the REST API answers 401 without a key, with a bad one or an expired one, and 200 with a valid one",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(api_key_guards(t)),
-        },
-        Scenario {
-            name: "ApiDeleteNodeDropsPeer",
-            about: "a node deleted through REST (DELETE /api/v1/node/ID) disappears from its peers' maps",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(api_delete_node(t)),
-        },
-        Scenario {
-            name: "UserRenameReachesPeers",
-            about: "a user renamed by the admin is shown under the new name in its peers' user profiles",
-            setup: ServerSetup::default(),
-            not_with: &[(ClientKind::Rs, "tailscale-rs shows no user profiles")],
-            run: |t| Box::pin(user_rename(t)),
-        },
-        Scenario {
-            name: "RegisterPageNamesCommand",
-            about: "a waiting node's login URL opens a page with the `headscale auth register` command for it",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(register_page(t)),
-        },
-        Scenario {
-            name: "ApiCreatesUserAndKey",
-            about: "a user and a pre-auth key made through REST register a node that reaches a CLI-made one",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(api_user_and_key(t)),
-        },
-        Scenario {
-            name: "ApiRenamesExpiresAndTagsNodes",
-            about: "REST renames a node, sets its tags and expires it, and the server and peers follow",
-            setup: ServerSetup { policy: Some(ADMIN_TAGS), ..ServerSetup::default() },
-            not_with: &[],
-            run: |t| Box::pin(api_node_admin(t)),
-        },
-        Scenario {
-            name: "CliNodesListFiltersByUser",
-            about: "`nodes list -u USER` lists that user's nodes only",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(nodes_by_user(t)),
-        },
-        Scenario {
-            name: "CliPreAuthKeysListShowsState",
-            about: "`preauthkeys list` shows which keys are used, reusable, ephemeral, tagged and expired",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(keys_list(t)),
-        },
-        Scenario {
-            name: "HealthAndVersionServed",
-            about: "/health says pass and /version names a version, without an API key",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(health_version(t)),
-        },
-        Scenario {
-            name: "ApiKeyListHidesKeyAndDeleteRevokes",
-            about: "`apikeys list` shows prefixes, never keys; a deleted key is refused",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(api_key_list_delete(t)),
-        },
-        Scenario {
-            name: "CliRefusesBadNamesAndTags",
-            about: "duplicate users, user renames onto another user, node names over 63 characters and malformed or unowned tags are refused",
-            setup: ServerSetup { policy: Some(ADMIN_TAGS), ..ServerSetup::default() },
-            not_with: &[],
-            run: |t| Box::pin(cli_refusals(t)),
-        },
-        Scenario {
-            name: "ApiListNodesMatchesCli",
-            about: "GET /api/v1/node lists the same nodes, addresses and users as `nodes list`",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(api_list_nodes(t)),
-        },
-        Scenario {
-            name: "ApiWritesRefusedWithoutKey",
-            about: "REST writes without a valid key (create user, pre-auth key, delete node) are refused and change nothing",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(api_writes_refused(t)),
-        },
-        Scenario {
-            name: "ApiExpiresPreAuthKey",
-            about: "a pre-auth key expired through REST registers nothing more",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(api_expire_key(t)),
-        },
-        Scenario {
-            name: "CliUsersListFilters",
-            about: "`users list` filters by name and by id",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(users_list_filters(t)),
-        },
+        Scenario::new("CliNodesListMatchesClients", "`nodes list` shows every client with the address, owner and online state the clients have", |t| Box::pin(nodes_list(t))),
+        Scenario::new("ApiKeyGuardsRest", "the REST API answers 401 without a key, with a bad one or an expired one, and 200 with a valid one", |t| Box::pin(api_key_guards(t))),
+        Scenario::new("ApiDeleteNodeDropsPeer", "a node deleted through REST (DELETE /api/v1/node/ID) disappears from its peers' maps", |t| Box::pin(api_delete_node(t))),
+        Scenario::new("UserRenameReachesPeers", "a user renamed by the admin is shown under the new name in its peers' user profiles", |t| Box::pin(user_rename(t)))
+            .not_with(&[(ClientKind::Rs, "tailscale-rs shows no user profiles")]),
+        Scenario::new("RegisterPageNamesCommand", "a waiting node's login URL opens a page with the `headscale auth register` command for it", |t| Box::pin(register_page(t))),
+        Scenario::new("ApiCreatesUserAndKey", "a user and a pre-auth key made through REST register a node that reaches a CLI-made one", |t| Box::pin(api_user_and_key(t))),
+        Scenario::new("ApiRenamesExpiresAndTagsNodes", "REST renames a node, sets its tags and expires it, and the server and peers follow", |t| Box::pin(api_node_admin(t)))
+            .setup(ServerSetup { policy: Some(ADMIN_TAGS), ..ServerSetup::default() }),
+        Scenario::new("CliNodesListFiltersByUser", "`nodes list -u USER` lists that user's nodes only", |t| Box::pin(nodes_by_user(t))),
+        Scenario::new("CliPreAuthKeysListShowsState", "`preauthkeys list` shows which keys are used, reusable, ephemeral, tagged and expired", |t| Box::pin(keys_list(t))),
+        Scenario::new("HealthAndVersionServed", "/health says pass and /version names a version, without an API key", |t| Box::pin(health_version(t))),
+        Scenario::new("ApiKeyListHidesKeyAndDeleteRevokes", "`apikeys list` shows prefixes, never keys; a deleted key is refused", |t| Box::pin(api_key_list_delete(t))),
+        Scenario::new("CliRefusesBadNamesAndTags", "duplicate users, user renames onto another user, node names over 63 characters and malformed or unowned tags are refused", |t| Box::pin(cli_refusals(t)))
+            .setup(ServerSetup { policy: Some(ADMIN_TAGS), ..ServerSetup::default() }),
+        Scenario::new("ApiListNodesMatchesCli", "GET /api/v1/node lists the same nodes, addresses and users as `nodes list`", |t| Box::pin(api_list_nodes(t))),
+        Scenario::new("ApiWritesRefusedWithoutKey", "REST writes without a valid key (create user, pre-auth key, delete node) are refused and change nothing", |t| Box::pin(api_writes_refused(t))),
+        Scenario::new("ApiExpiresPreAuthKey", "a pre-auth key expired through REST registers nothing more", |t| Box::pin(api_expire_key(t))),
+        Scenario::new("CliUsersListFilters", "`users list` filters by name and by id", |t| Box::pin(users_list_filters(t))),
     ]
 }
 
@@ -143,7 +50,11 @@ async fn nodes_list(t: Tailnet) -> Result<Verdict> {
         let ip = status.ipv4.context("client address")?.to_string();
         ensure!(node.ip_addresses.contains(&ip), "{name} has {ip}, the server lists {:?}", node.ip_addresses);
         if let Some(v6) = status.ipv6 {
-            ensure!(node.ip_addresses.contains(&v6.to_string()), "{name} has {v6}, the server lists {:?}", node.ip_addresses);
+            ensure!(
+                node.ip_addresses.contains(&v6.to_string()),
+                "{name} has {v6}, the server lists {:?}",
+                node.ip_addresses
+            );
         }
     }
     Ok(Verdict::Passed)
@@ -152,7 +63,11 @@ async fn nodes_list(t: Tailnet) -> Result<Verdict> {
 async fn api_key_guards(t: Tailnet) -> Result<Verdict> {
     t.user("secret-holder").await?;
     let key: String = t.cli_json(&["apikeys", "create"]).await?;
-    for (bad, what) in [(None, "no key"), (Some("invalid"), "a malformed key"), (Some("hskey-api-aaaaaaaaaaaa-bbbb"), "an unknown key")] {
+    for (bad, what) in [
+        (None, "no key"),
+        (Some("invalid"), "a malformed key"),
+        (Some("hskey-api-aaaaaaaaaaaa-bbbb"), "an unknown key"),
+    ] {
         let a = t.api("GET", "/api/v1/user", bad, "").await?;
         ensure!(a.status == 401, "GET /api/v1/user with {what} answered {}: {}", a.status, a.body);
         ensure!(!a.body.contains("secret-holder"), "the refusal with {what} leaks a user name: {}", a.body);
@@ -202,13 +117,18 @@ async fn user_rename(t: Tailnet) -> Result<Verdict> {
 async fn register_page(t: Tailnet) -> Result<Verdict> {
     t.user("frank").await?;
     t.start("kiosk", None, false).await?;
-    let url = eventually("kiosk to get a login URL", SETTLE, || async { t.status("kiosk").await.ok().and_then(|s| s.auth_url) })
-        .await?;
+    let url = eventually("kiosk to get a login URL", SETTLE, || async {
+        t.status("kiosk").await.ok().and_then(|s| s.auth_url)
+    })
+    .await?;
     let path = url.split_once("/register/").map(|(_, id)| format!("/register/{id}")).context("a /register/ URL")?;
     let id = path.trim_start_matches("/register/");
     let (status, page) = crate::http::get(t.world().server_addr(), &path).await?;
     ensure!(status == 200, "GET {path} answered {status}");
-    ensure!(page.contains(&format!("headscale auth register --auth-id {id}")), "the page does not show the command: {page}");
+    ensure!(
+        page.contains(&format!("headscale auth register --auth-id {id}")),
+        "the page does not show the command: {page}"
+    );
     let (status, _) = crate::http::get(t.world().server_addr(), "/register/not%20an%20id").await?;
     ensure!(status == 400, "a malformed registration id answered {status}");
     Ok(Verdict::Passed)
@@ -305,14 +225,19 @@ async fn health_version(t: Tailnet) -> Result<Verdict> {
     let (status, body) = crate::http::get(t.world().server_addr(), "/health").await?;
     ensure!(status == 200 && body.contains("pass"), "/health answered {status}: {body}");
     let (status, body) = crate::http::get(t.world().server_addr(), "/version").await?;
-    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("/version answered {status}: {body}"))?;
-    ensure!(status == 200 && v["version"].as_str().is_some_and(|v| !v.is_empty()), "/version answered {status}: {body}");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("/version answered {status}: {body}"))?;
+    ensure!(
+        status == 200 && v["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "/version answered {status}: {body}"
+    );
     Ok(Verdict::Passed)
 }
 
 async fn api_key_list_delete(t: Tailnet) -> Result<Verdict> {
     let key: String = t.cli_json(&["apikeys", "create"]).await?;
-    let prefix = key.strip_prefix("hskey-api-").and_then(|k| k.split('-').next()).context("the key's prefix")?.to_string();
+    let prefix =
+        key.strip_prefix("hskey-api-").and_then(|k| k.split('-').next()).context("the key's prefix")?.to_string();
     let listed = t.world().headscale(&["apikeys", "list", "-o", "json"]).await?;
     ensure!(listed.contains(&prefix), "`apikeys list` does not show the prefix {prefix}: {listed}");
     ensure!(!listed.contains(&key), "`apikeys list` shows a whole key");
@@ -331,7 +256,10 @@ async fn cli_refusals(t: Tailnet) -> Result<Verdict> {
         Err(_) => Ok(()),
     };
     refused("a second user named alice", t.world().headscale(&["users", "create", "alice"]).await)?;
-    refused("renaming bob to alice", t.world().headscale(&["users", "rename", "--name", "bob", "--new-name", "alice"]).await)?;
+    refused(
+        "renaming bob to alice",
+        t.world().headscale(&["users", "rename", "--name", "bob", "--new-name", "alice"]).await,
+    )?;
     t.join("plain", &t.key(alice, KeyOptions::default()).await?.key).await?;
     let id = t.node("plain").await?.id.to_string();
     let long = "n".repeat(64);
@@ -358,7 +286,10 @@ async fn api_list_nodes(t: Tailnet) -> Result<Verdict> {
     let cli = t.nodes().await?;
     ensure!(rest_nodes.len() == cli.len(), "REST lists {} nodes, the CLI {}", rest_nodes.len(), cli.len());
     for n in &cli {
-        let r = rest_nodes.iter().find(|r| r["id"] == n.id.to_string().as_str()).with_context(|| format!("REST lists {}", n.given_name))?;
+        let r = rest_nodes
+            .iter()
+            .find(|r| r["id"] == n.id.to_string().as_str())
+            .with_context(|| format!("REST lists {}", n.given_name))?;
         ensure!(r["givenName"] == n.given_name.as_str(), "names differ: {r}");
         ensure!(r["user"]["name"] == n.user.as_ref().map(|u| u.name.as_str()).unwrap_or_default(), "users differ: {r}");
         let ips: Vec<&str> = r["ipAddresses"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();

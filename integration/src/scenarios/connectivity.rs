@@ -7,104 +7,76 @@ use super::*;
 /// This area's scenarios.
 pub fn list() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "PingAllTcpUdp",
-            about: "2 users x 3 nodes: every node reaches every other over TCP and UDP (where the client has UDP)",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(ping_all(t)),
-        },
-        Scenario {
-            name: "ServerRestart",
-            about: "after a server restart every node reconnects with the same address",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(server_restart(t)),
-        },
-        Scenario {
-            name: "DisconnectShowsOffline",
-            about: "a node cut off the network is shown offline to its peers, and online again after",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(disconnect(t)),
-        },
-        Scenario {
-            name: "PingAllByMagicDnsName",
-            about: "every node reaches every other by its MagicDNS name, and the named node answers",
-            setup: ServerSetup::default(),
-            not_with: &[(ClientKind::Rs, "tailscale-rs resolves no MagicDNS names")],
-            run: |t| Box::pin(ping_all_by_name(t)),
-        },
-        Scenario {
-            name: "ServerKilledNodesReconnect",
-            about: "after the server is killed (SIGKILL) and started again, every node reconnects with the same address",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(server_killed(t)),
-        },
-        Scenario {
-            name: "ClientRestartKeepsIdentity",
-            about: "a client that quits and starts again is the same node: same id and address, reached by its peers",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(client_restart(t)),
-        },
-        Scenario {
-            name: "ClientQuitShowsOffline",
-            about: "a client that quits is shown offline to its peers and by the server, and online when it is back",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(client_quit(t)),
-        },
-        Scenario {
-            name: "LateJoinerReachesAll",
-            about: "a node that joins a running tailnet is seen and reached by every node, and reaches them",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(late_joiner(t)),
-        },
-        Scenario {
-            name: "PingAllTenNodes",
-            about: "ten nodes of three users: every node reaches every other over TCP",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(ping_all_ten(t)),
-        },
-        Scenario {
-            name: "AllClientsRestartMeshHolds",
-            about: "every client restarts in turn and the mesh is whole again with the same addresses",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(all_restart(t)),
-        },
-        Scenario {
-            name: "ServerRestartKeepsPolicyAndTags",
-            about: "after a server restart a tagged node is still tagged and the policy on its tag still holds",
-            setup: ServerSetup { policy: Some(TAGGED_SERVER), ..ServerSetup::default() },
-            not_with: &[],
-            run: |t| Box::pin(restart_keeps_tags(t)),
-        },
-        Scenario {
-            name: "NewNodeAfterServerRestart",
-            about: "a node that joins after a server restart is seen and reached by the nodes from before",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(new_node_after_restart(t)),
-        },
-        Scenario {
-            name: "OfflinePeerHasLastSeen",
-            about: "a peer that quit is shown offline with the time it was last seen",
-            setup: ServerSetup::default(),
-            not_with: &[(ClientKind::Rs, "tailscale-rs shows no raw map")],
-            run: |t| Box::pin(offline_last_seen(t)),
-        },
-        Scenario {
-            name: "PeersLearnEndpointsAndHomeDerp",
-            about: "each node's endpoints and home DERP, as it reports them, reach its peers",
-            setup: ServerSetup::default(),
-            not_with: &[(ClientKind::Rs, "tailscale-rs shows no raw map")],
-            run: |t| Box::pin(endpoints_reach_peers(t)),
-        },
+        Scenario::new(
+            "PingAllTcpUdp",
+            "2 users x 3 nodes: every node reaches every other over TCP and UDP (where the client has UDP)",
+            |t| Box::pin(ping_all(t)),
+        ),
+        Scenario::new("ServerRestart", "after a server restart every node reconnects with the same address", |t| {
+            Box::pin(server_restart(t))
+        }),
+        Scenario::new(
+            "DisconnectShowsOffline",
+            "a node cut off the network is shown offline to its peers, and online again after",
+            |t| Box::pin(disconnect(t)),
+        ),
+        Scenario::new(
+            "PingAllByMagicDnsName",
+            "every node reaches every other by its MagicDNS name, and the named node answers",
+            |t| Box::pin(ping_all_by_name(t)),
+        )
+        .not_with(&[(ClientKind::Rs, "tailscale-rs resolves no MagicDNS names")]),
+        Scenario::new(
+            "ServerKilledNodesReconnect",
+            "after the server is killed (SIGKILL) and started again, every node reconnects with the same address",
+            |t| Box::pin(server_killed(t)),
+        ),
+        Scenario::new(
+            "ClientRestartKeepsIdentity",
+            "a client that quits and starts again is the same node: same id and address, reached by its peers",
+            |t| Box::pin(client_restart(t)),
+        ),
+        Scenario::new(
+            "ClientQuitShowsOffline",
+            "a client that quits is shown offline to its peers and by the server, and online when it is back",
+            |t| Box::pin(client_quit(t)),
+        ),
+        Scenario::new(
+            "LateJoinerReachesAll",
+            "a node that joins a running tailnet is seen and reached by every node, and reaches them",
+            |t| Box::pin(late_joiner(t)),
+        ),
+        Scenario::new("PingAllTenNodes", "ten nodes of three users: every node reaches every other over TCP", |t| {
+            Box::pin(ping_all_ten(t))
+        }),
+        Scenario::new(
+            "AllClientsRestartMeshHolds",
+            "every client restarts in turn and the mesh is whole again with the same addresses",
+            |t| Box::pin(all_restart(t)),
+        ),
+        Scenario::new(
+            "ServerRestartKeepsPolicyAndTags",
+            "after a server restart a tagged node is still tagged and the policy on its tag still holds",
+            |t| Box::pin(restart_keeps_tags(t)),
+        )
+        .setup(ServerSetup { policy: Some(TAGGED_SERVER), ..ServerSetup::default() }),
+        Scenario::new(
+            "NewNodeAfterServerRestart",
+            "a node that joins after a server restart is seen and reached by the nodes from before",
+            |t| Box::pin(new_node_after_restart(t)),
+        ),
+        Scenario::new(
+            "OfflinePeerHasLastSeen",
+            "a peer that quit is shown offline with the time it was last seen",
+            |t| Box::pin(offline_last_seen(t)),
+        )
+        .not_with(&[(ClientKind::Rs, "tailscale-rs shows no raw map")]),
+        Scenario::new(
+            "PeersLearnEndpointsAndHomeDerp",
+            "each node's endpoints and home DERP, as it reports them, reach its peers",
+            |t| Box::pin(endpoints_reach_peers(t)),
+        )
+        .not_with(&[(ClientKind::Rs, "tailscale-rs shows no raw map")]),
     ]
 }
 
@@ -133,7 +105,9 @@ async fn ping_all(t: Tailnet) -> Result<Verdict> {
     let nodes = t.nodes().await?;
     ensure!(nodes.len() == 6 && nodes.iter().all(|n| n.online), "the server lists 6 online nodes: {nodes:?}");
     match t.client().has_udp() {
-        true => eprintln!("ping-all: 30 pairs over TCP and UDP; slowest TCP {tcp_ms:.0} ms, slowest UDP {udp_ms:.0} ms"),
+        true => {
+            eprintln!("ping-all: 30 pairs over TCP and UDP; slowest TCP {tcp_ms:.0} ms, slowest UDP {udp_ms:.0} ms")
+        }
         false => eprintln!("ping-all: 30 pairs over TCP; slowest {tcp_ms:.0} ms"),
     }
     Ok(Verdict::Passed)
@@ -176,7 +150,9 @@ async fn survives_server_loss(t: Tailnet, kill: bool) -> Result<Verdict> {
         // then starts the device again, and its first connections can time out while the new
         // device settles. A node must reach the others within the window; the last attempt's
         // error is the one reported.
-        let settled = eventually(&format!("{a} to reach {b} over TCP"), RECONNECT_SETTLE, || async { t.tcp(a, b).await.ok() }).await;
+        let settled =
+            eventually(&format!("{a} to reach {b} over TCP"), RECONNECT_SETTLE, || async { t.tcp(a, b).await.ok() })
+                .await;
         if settled.is_err() {
             t.tcp(a, b).await?;
         }
@@ -287,8 +263,10 @@ async fn client_quit(t: Tailnet) -> Result<Verdict> {
     t.restart_client("leaver").await?;
     t.joined("leaver").await?;
     t.await_peer("stayer", "leaver", "online again", |p| p.online == Some(true)).await?;
-    eventually("stayer to reach leaver again", Duration::from_secs(45), || async { t.tcp("stayer", "leaver").await.ok() })
-        .await?;
+    eventually("stayer to reach leaver again", Duration::from_secs(45), || async {
+        t.tcp("stayer", "leaver").await.ok()
+    })
+    .await?;
     Ok(Verdict::Passed)
 }
 
@@ -367,7 +345,8 @@ const TAGGED_SERVER: &str = r#"{
 async fn restart_keeps_tags(t: Tailnet) -> Result<Verdict> {
     let alice = t.user("alice").await?;
     let bob = t.user("bob").await?;
-    t.join("server-1", &t.key(alice, KeyOptions { tags: Some("tag:server"), ..KeyOptions::default() }).await?.key).await?;
+    t.join("server-1", &t.key(alice, KeyOptions { tags: Some("tag:server"), ..KeyOptions::default() }).await?.key)
+        .await?;
     t.join("bob-1", &t.key(bob, KeyOptions::default()).await?.key).await?;
     t.await_reachable("bob-1", "server-1").await?;
     if let Err(e) = t.world().restart_server().await {
@@ -433,6 +412,11 @@ async fn endpoints_reach_peers(t: Tailnet) -> Result<Verdict> {
         (has(&own) && has(&seen) && own["Endpoints"] == seen["Endpoints"]).then_some((own, seen))
     })
     .await?;
-    ensure!(own["HomeDERP"] == seen["HomeDERP"], "right's home DERP {} is shown as {}", own["HomeDERP"], seen["HomeDERP"]);
+    ensure!(
+        own["HomeDERP"] == seen["HomeDERP"],
+        "right's home DERP {} is shown as {}",
+        own["HomeDERP"],
+        seen["HomeDERP"]
+    );
     Ok(Verdict::Passed)
 }

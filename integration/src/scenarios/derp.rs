@@ -6,27 +6,19 @@ use super::*;
 /// This area's scenarios.
 pub fn list() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "DerpAdmission",
-            about: "the embedded DERP refuses unknown node keys and drops deleted ones",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(derp_admission(t)),
-        },
-        Scenario {
-            name: "DerpVerifyEndpoint",
-            about: "POST /verify (an external DERP's admission check) allows registered node keys and refuses others",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(derp_verify(t)),
-        },
-        Scenario {
-            name: "DerpMapEmbeddedRegionIsHome",
-            about: "clients get the embedded DERP region in their map and make it their home",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(derp_home(t)),
-        },
+        Scenario::new("DerpAdmission", "the embedded DERP refuses unknown node keys and drops deleted ones", |t| {
+            Box::pin(derp_admission(t))
+        }),
+        Scenario::new(
+            "DerpVerifyEndpoint",
+            "POST /verify (an external DERP's admission check) allows registered node keys and refuses others",
+            |t| Box::pin(derp_verify(t)),
+        ),
+        Scenario::new(
+            "DerpMapEmbeddedRegionIsHome",
+            "clients get the embedded DERP region in their map and make it their home",
+            |t| Box::pin(derp_home(t)),
+        ),
     ]
 }
 
@@ -39,7 +31,8 @@ async fn derp_admission(t: Tailnet) -> Result<Verdict> {
     let key = t.key(user, KeyOptions::default()).await?;
     let node = PrivateKey::generate();
     let mut channel = NoiseClient::connect(addr, &PrivateKey::generate()).await?;
-    let request = format!(r#"{{"Version":130,"NodeKey":"{}","Auth":{{"AuthKey":"{}"}}}}"#, NodeKey(node.public()), key.key);
+    let request =
+        format!(r#"{{"Version":130,"NodeKey":"{}","Auth":{{"AuthKey":"{}"}}}}"#, NodeKey(node.public()), key.key);
     let answer = channel.post("/machine/register", request).await?;
     ensure!(answer.status().is_success(), "registration answered {}", answer.status());
     let mut conn = crate::derp_client::connect(addr, node.0).await.context("the DERP refused a registered node key")?;
@@ -60,12 +53,19 @@ async fn derp_verify(t: Tailnet) -> Result<Verdict> {
     let key = t.key(user, KeyOptions::default()).await?;
     let node = PrivateKey::generate();
     let mut channel = NoiseClient::connect(t.world().server_addr(), &PrivateKey::generate()).await?;
-    let request = format!(r#"{{"Version":130,"NodeKey":"{}","Auth":{{"AuthKey":"{}"}}}}"#, NodeKey(node.public()), key.key);
+    let request =
+        format!(r#"{{"Version":130,"NodeKey":"{}","Auth":{{"AuthKey":"{}"}}}}"#, NodeKey(node.public()), key.key);
     ensure!(channel.post("/machine/register", request).await?.status().is_success(), "registration failed");
     for (k, allow) in [(NodeKey(node.public()), true), (NodeKey(PrivateKey::generate().public()), false)] {
         let body = format!(r#"{{"NodePublic":"{k}","Source":"192.0.2.1"}}"#);
-        let a = crate::http::request(t.world().server_addr(), "POST", "/verify", &[("Content-Type", "application/json")], &body)
-            .await?;
+        let a = crate::http::request(
+            t.world().server_addr(),
+            "POST",
+            "/verify",
+            &[("Content-Type", "application/json")],
+            &body,
+        )
+        .await?;
         ensure!(a.status == 200, "POST /verify answered {}: {}", a.status, a.body);
         let v: serde_json::Value = serde_json::from_str(&a.body).with_context(|| format!("the answer {}", a.body))?;
         ensure!(v["Allow"] == allow, "/verify for {k} answered {v}, expected Allow {allow}");
@@ -84,9 +84,16 @@ async fn derp_home(t: Tailnet) -> Result<Verdict> {
         let regions = map["DERPMap"]["Regions"].as_object().context("the map has DERP regions")?;
         ensure!(regions.len() == 1, "the map has regions {:?}, expected only the embedded one", regions.keys());
         let (id, region) = regions.iter().next().expect("one region");
-        ensure!(seen.derp_region.map(|r| r.to_string()).as_deref() == Some(id.as_str()), "b's home {:?} is not region {id}", seen.derp_region);
+        ensure!(
+            seen.derp_region.map(|r| r.to_string()).as_deref() == Some(id.as_str()),
+            "b's home {:?} is not region {id}",
+            seen.derp_region
+        );
         let node = &region["Nodes"][0];
-        ensure!(node["InsecureForTests"] == true, "the embedded DERP's self-signed certificate is not marked for tests: {node}");
+        ensure!(
+            node["InsecureForTests"] == true,
+            "the embedded DERP's self-signed certificate is not marked for tests: {node}"
+        );
     } else {
         ensure!(seen.derp_region.is_some(), "b has no home DERP region");
         t.note("DERP map not read: tailscale-rs shows no raw map");

@@ -9,55 +9,51 @@ const GO_ONLY: &[(ClientKind, &str)] = &[(ClientKind::Rs, "tailscale-rs shows no
 /// This area's scenarios.
 pub fn list() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "DnsMagicDnsConfig",
-            about: "MagicDNS is on: the map's DNS config is proxied and searches the base domain, and names are FQDNs in it",
-            setup: ServerSetup::default(),
-            not_with: GO_ONLY,
-            run: |t| Box::pin(magic_dns(t)),
-        },
-        Scenario {
-            name: "DnsNameserversAndSearchDomains",
-            about: "global and split nameservers and search domains from the configuration reach the client",
-            setup: ServerSetup {
-                config: &[
-                    ("HEADSCALE_DNS_NAMESERVERS_GLOBAL", "[192.0.2.53, 2001:db8::53]"),
-                    ("HEADSCALE_DNS_NAMESERVERS_SPLIT", "{corp.example: [192.0.2.54]}"),
-                    ("HEADSCALE_DNS_SEARCH_DOMAINS", "[corp.example]"),
-                ],
-                ..ServerSetup::default()
-            },
-            not_with: GO_ONLY,
-            run: |t| Box::pin(nameservers(t)),
-        },
-        Scenario {
-            name: "DnsMagicDnsDisabled",
-            about: "with magic_dns off the client is not told to proxy DNS nor search the base domain",
-            setup: ServerSetup { config: &[("HEADSCALE_DNS_MAGIC_DNS", "false")], ..ServerSetup::default() },
-            not_with: GO_ONLY,
-            run: |t| Box::pin(magic_dns_off(t)),
-        },
-        Scenario {
-            name: "LogTailDisabledByDefault",
-            about: "the full map tells the client not to upload its logs to Tailscale (Debug.DisableLogTail)",
-            setup: ServerSetup::default(),
-            not_with: GO_ONLY,
-            run: |t| Box::pin(logtail_disabled(t)),
-        },
-        Scenario {
-            name: "LogTailEnabledLeavesClientLogging",
-            about: "with logtail.enabled the map says nothing of log upload (the client keeps its own setting)",
-            setup: ServerSetup { config: &[("HEADSCALE_LOGTAIL_ENABLED", "true")], ..ServerSetup::default() },
-            not_with: GO_ONLY,
-            run: |t| Box::pin(logtail_enabled(t)),
-        },
-        Scenario {
-            name: "DnsCustomBaseDomain",
-            about: "a configured base domain names every node and is searched",
-            setup: ServerSetup { config: &[("HEADSCALE_DNS_BASE_DOMAIN", "corp.test")], ..ServerSetup::default() },
-            not_with: GO_ONLY,
-            run: |t| Box::pin(custom_base_domain(t)),
-        },
+        Scenario::new(
+            "DnsMagicDnsConfig",
+            "MagicDNS is on: the map's DNS config is proxied and searches the base domain, and names are FQDNs in it",
+            |t| Box::pin(magic_dns(t)),
+        )
+        .not_with(GO_ONLY),
+        Scenario::new(
+            "DnsNameserversAndSearchDomains",
+            "global and split nameservers and search domains from the configuration reach the client",
+            |t| Box::pin(nameservers(t)),
+        )
+        .setup(ServerSetup {
+            config: &[
+                ("HEADSCALE_DNS_NAMESERVERS_GLOBAL", "[192.0.2.53, 2001:db8::53]"),
+                ("HEADSCALE_DNS_NAMESERVERS_SPLIT", "{corp.example: [192.0.2.54]}"),
+                ("HEADSCALE_DNS_SEARCH_DOMAINS", "[corp.example]"),
+            ],
+            ..ServerSetup::default()
+        })
+        .not_with(GO_ONLY),
+        Scenario::new(
+            "DnsMagicDnsDisabled",
+            "with magic_dns off the client is not told to proxy DNS nor search the base domain",
+            |t| Box::pin(magic_dns_off(t)),
+        )
+        .setup(ServerSetup { config: &[("HEADSCALE_DNS_MAGIC_DNS", "false")], ..ServerSetup::default() })
+        .not_with(GO_ONLY),
+        Scenario::new(
+            "LogTailDisabledByDefault",
+            "the full map tells the client not to upload its logs to Tailscale (Debug.DisableLogTail)",
+            |t| Box::pin(logtail_disabled(t)),
+        )
+        .not_with(GO_ONLY),
+        Scenario::new(
+            "LogTailEnabledLeavesClientLogging",
+            "with logtail.enabled the map says nothing of log upload (the client keeps its own setting)",
+            |t| Box::pin(logtail_enabled(t)),
+        )
+        .setup(ServerSetup { config: &[("HEADSCALE_LOGTAIL_ENABLED", "true")], ..ServerSetup::default() })
+        .not_with(GO_ONLY),
+        Scenario::new("DnsCustomBaseDomain", "a configured base domain names every node and is searched", |t| {
+            Box::pin(custom_base_domain(t))
+        })
+        .setup(ServerSetup { config: &[("HEADSCALE_DNS_BASE_DOMAIN", "corp.test")], ..ServerSetup::default() })
+        .not_with(GO_ONLY),
     ]
 }
 
@@ -83,7 +79,8 @@ async fn magic_dns(t: Tailnet) -> Result<Verdict> {
 async fn nameservers(t: Tailnet) -> Result<Verdict> {
     let map = joined_map(&t, "resolver").await?;
     let dns = &map["DNSConfig"];
-    let resolvers: Vec<&str> = dns["Resolvers"].as_array().into_iter().flatten().filter_map(|r| r["Addr"].as_str()).collect();
+    let resolvers: Vec<&str> =
+        dns["Resolvers"].as_array().into_iter().flatten().filter_map(|r| r["Addr"].as_str()).collect();
     ensure!(resolvers == ["192.0.2.53", "2001:db8::53"], "global resolvers {resolvers:?} in {dns}");
     ensure!(dns["Routes"]["corp.example"][0]["Addr"] == "192.0.2.54", "split DNS route for corp.example in {dns}");
     let domains: Vec<&str> = dns["Domains"].as_array().into_iter().flatten().filter_map(|d| d.as_str()).collect();

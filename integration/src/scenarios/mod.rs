@@ -25,10 +25,18 @@ use crate::scenario::{
 
 /// Every scenario, in the order `hi` runs them.
 pub fn all() -> Vec<Scenario> {
-    [connectivity::list(), registration::list(), policy::list(), dns::list(), caps::list(), derp::list(), cli_api::list()]
-        .into_iter()
-        .flatten()
-        .collect()
+    [
+        connectivity::list(),
+        registration::list(),
+        policy::list(),
+        dns::list(),
+        caps::list(),
+        derp::list(),
+        cli_api::list(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Every ordered pair of distinct names.

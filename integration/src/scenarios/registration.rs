@@ -8,216 +8,53 @@ use super::*;
 pub fn list() -> Vec<Scenario> {
     let short_ephemeral = ServerSetup { ephemeral_timeout: Some(Duration::from_secs(5)), ..ServerSetup::default() };
     vec![
-        Scenario {
-            name: "PreAuthKeyReusable",
-            about: "one reusable key registers two nodes that reach each other",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(reusable_key(t)),
-        },
-        Scenario {
-            name: "PreAuthKeyOneShot",
-            about: "a one-shot key registers one node; a second machine with it is refused",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(one_shot_key(t)),
-        },
-        Scenario {
-            name: "PreAuthKeyExpired",
-            about: "an expired key registers nothing",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(expired_key(t)),
-        },
-        Scenario {
-            name: "PreAuthKeyEphemeral",
-            about: "an ephemeral node is removed after it disconnects, and its peers drop it",
-            setup: short_ephemeral,
-            not_with: &[],
-            run: |t| Box::pin(ephemeral_key(t)),
-        },
-        Scenario {
-            name: "LogoutLoginKeepsAddress",
-            about: "a node logged out (expired by the admin) logs in again with a new key and keeps its address",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(logout_login(t)),
-        },
-        Scenario {
-            name: "NodeExpiry",
-            about: "an expired node is cut off and its peers see it expired",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(node_expiry(t)),
-        },
-        Scenario {
-            name: "InteractiveLogin",
-            about: "a node without a key gets a URL and is approved with `headscale auth register`",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(interactive_login(t)),
-        },
-        Scenario {
-            name: "PreAuthKeyTaggedMakesTaggedNode",
-            about: "a tagged pre-auth key registers a node owned by its tags, not by a user, and peers see the tags",
-            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
-            not_with: &[],
-            run: |t| Box::pin(tagged_key(t)),
-        },
-        Scenario {
-            name: "RequestedTagOwnedIsApplied",
-            about: "a node asking for a tag its key's user owns (tagOwners) registers as a tagged node",
-            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
-            not_with: &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")],
-            run: |t| Box::pin(requested_tag_owned(t)),
-        },
-        Scenario {
-            name: "RequestedTagNotOwnedIsRefused",
-            about: "a node asking for a tag its key's user does not own is refused and nothing is registered",
-            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
-            not_with: &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")],
-            run: |t| Box::pin(requested_tag_not_owned(t)),
-        },
-        Scenario {
-            name: "TaggedKeyRefusesOtherRequestedTags",
-            about: "a node with a tagged key that asks for another tag is refused",
-            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
-            not_with: &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")],
-            run: |t| Box::pin(tagged_key_other_tag(t)),
-        },
-        Scenario {
-            name: "KeyExpiredAfterUseKeepsNodes",
-            about: "expiring a used reusable key keeps its nodes connected but registers no new one",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(key_expired_after_use(t)),
-        },
-        Scenario {
-            name: "NodeDeletedIsDroppedByPeers",
-            about: "a node deleted by the admin disappears from its peers' maps and from the server",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(node_deleted(t)),
-        },
-        Scenario {
-            name: "NodeRenamedReachedByNewName",
-            about: "a node renamed by the admin is shown under its new DNS name and reached by it",
-            setup: ServerSetup::default(),
-            not_with: &[(ClientKind::Rs, "tailscale-rs resolves no MagicDNS names")],
-            run: |t| Box::pin(node_renamed(t)),
-        },
-        Scenario {
-            name: "InteractiveLoginUnknownUserRefused",
-            about: "approving a waiting node for a user that does not exist fails and registers nothing; the right user works",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(interactive_unknown_user(t)),
-        },
-        Scenario {
-            name: "InteractiveLoginRequestedTags",
-            about: "a node logging in interactively with a tag the approving user owns becomes tagged",
-            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
-            not_with: &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")],
-            run: |t| Box::pin(interactive_requested_tags(t)),
-        },
-        Scenario {
-            name: "NodeExpiryDisabledByAdmin",
-            about: "an expired node whose expiry the admin disables is let back in without a new login",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(expiry_disabled(t)),
-        },
-        Scenario {
-            name: "UserWithNodesCannotBeDestroyed",
-            about: "a user who owns nodes cannot be destroyed; once the nodes are deleted the user can",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(user_destroy(t)),
-        },
-        Scenario {
-            name: "EphemeralReusableKeyBothRemoved",
-            about: "two nodes of one reusable ephemeral key are both removed after they quit",
-            setup: ServerSetup { ephemeral_timeout: Some(Duration::from_secs(5)), ..ServerSetup::default() },
-            not_with: &[],
-            run: |t| Box::pin(ephemeral_reusable(t)),
-        },
-        Scenario {
-            name: "EphemeralSurvivesQuickRestart",
-            about: "an ephemeral node that restarts within the inactivity timeout is kept as the same node",
-            setup: ServerSetup { ephemeral_timeout: Some(Duration::from_secs(30)), ..ServerSetup::default() },
-            not_with: &[],
-            run: |t| Box::pin(ephemeral_quick_restart(t)),
-        },
-        Scenario {
-            name: "PreAuthKeyDeletedKeepsNode",
-            about: "deleting the key a node registered with keeps the node, which reconnects after a restart",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(key_deleted_keeps_node(t)),
-        },
-        Scenario {
-            name: "ReloginWithExpiredKeyRefused",
-            about: "a logged-out node that tries to log in again with an expired key stays out",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(relogin_expired_key(t)),
-        },
-        Scenario {
-            name: "NodeExpiryInTheFuture",
-            about: "an expiry set in the future reaches peers as the node's key expiry, and the node stays reachable",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(expiry_in_future(t)),
-        },
-        Scenario {
-            name: "TaggedNodeHasTaggedDevicesProfile",
-            about: "peers see a tagged node as owned by the tagged-devices profile, not by the key's user",
-            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
-            not_with: &[(ClientKind::Rs, "tailscale-rs shows no user profiles")],
-            run: |t| Box::pin(tagged_devices_profile(t)),
-        },
-        Scenario {
-            name: "InteractiveReloginKeepsAddress",
-            about: "a node registered in the browser flow, logged out by the admin, logs in the same way and keeps its address",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(interactive_relogin(t)),
-        },
-        Scenario {
-            name: "InteractiveLoginPingAll",
-            about: "three nodes registered in the browser flow, for two users, all reach each other",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(interactive_ping_all(t)),
-        },
-        Scenario {
-            name: "OneShotKeyNotReusableAfterDeletion",
-            about: "a one-shot key whose node was deleted registers nothing more",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(one_shot_after_deletion(t)),
-        },
-        Scenario {
-            name: "SameHostnameGetsUniqueName",
-            about: "two machines asking for one hostname get distinct DNS names, and each is reached by its own",
-            setup: ServerSetup::default(),
-            not_with: &[],
-            run: |t| Box::pin(same_hostname(t)),
-        },
-        Scenario {
-            name: "TaggedNodeKeepsAtLeastOneTag",
-            about: "the admin cannot take every tag off a tagged node; it stays tagged",
-            setup: ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() },
-            not_with: &[],
-            run: |t| Box::pin(tagged_keeps_a_tag(t)),
-        },
-        Scenario {
-            name: "ExpiredNodeSeesNoPeers",
-            about: "a node whose key expired is sent a map with no peers",
-            setup: ServerSetup::default(),
-            not_with: &[(ClientKind::Rs, "tailscale-rs shows no raw map")],
-            run: |t| Box::pin(expired_sees_no_one(t)),
-        },
+        Scenario::new("PreAuthKeyReusable", "one reusable key registers two nodes that reach each other", |t| Box::pin(reusable_key(t))),
+        Scenario::new("PreAuthKeyOneShot", "a one-shot key registers one node; a second machine with it is refused", |t| Box::pin(one_shot_key(t))),
+        Scenario::new("PreAuthKeyExpired", "an expired key registers nothing", |t| Box::pin(expired_key(t))),
+        Scenario::new("PreAuthKeyEphemeral", "an ephemeral node is removed after it disconnects, and its peers drop it", |t| Box::pin(ephemeral_key(t)))
+            .setup(short_ephemeral),
+        Scenario::new("LogoutLoginKeepsAddress", "a node logged out (expired by the admin) logs in again with a new key and keeps its address", |t| Box::pin(logout_login(t))),
+        Scenario::new("NodeExpiry", "an expired node is cut off and its peers see it expired", |t| Box::pin(node_expiry(t))),
+        Scenario::new("InteractiveLogin", "a node without a key gets a URL and is approved with `headscale auth register`", |t| Box::pin(interactive_login(t))),
+        Scenario::new("PreAuthKeyTaggedMakesTaggedNode", "a tagged pre-auth key registers a node owned by its tags, not by a user, and peers see the tags", |t| Box::pin(tagged_key(t)))
+            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() }),
+        Scenario::new("RequestedTagOwnedIsApplied", "a node asking for a tag its key's user owns (tagOwners) registers as a tagged node", |t| Box::pin(requested_tag_owned(t)))
+            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() })
+            .not_with(&[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")]),
+        Scenario::new("RequestedTagNotOwnedIsRefused", "a node asking for a tag its key's user does not own is refused and nothing is registered", |t| Box::pin(requested_tag_not_owned(t)))
+            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() })
+            .not_with(&[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")]),
+        Scenario::new("TaggedKeyRefusesOtherRequestedTags", "a node with a tagged key that asks for another tag is refused", |t| Box::pin(tagged_key_other_tag(t)))
+            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() })
+            .not_with(&[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")]),
+        Scenario::new("KeyExpiredAfterUseKeepsNodes", "expiring a used reusable key keeps its nodes connected but registers no new one", |t| Box::pin(key_expired_after_use(t))),
+        Scenario::new("NodeDeletedIsDroppedByPeers", "a node deleted by the admin disappears from its peers' maps and from the server", |t| Box::pin(node_deleted(t))),
+        Scenario::new("NodeRenamedReachedByNewName", "a node renamed by the admin is shown under its new DNS name and reached by it", |t| Box::pin(node_renamed(t)))
+            .not_with(&[(ClientKind::Rs, "tailscale-rs resolves no MagicDNS names")]),
+        Scenario::new("InteractiveLoginUnknownUserRefused", "approving a waiting node for a user that does not exist fails and registers nothing; the right user works", |t| Box::pin(interactive_unknown_user(t))),
+        Scenario::new("InteractiveLoginRequestedTags", "a node logging in interactively with a tag the approving user owns becomes tagged", |t| Box::pin(interactive_requested_tags(t)))
+            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() })
+            .not_with(&[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")]),
+        Scenario::new("NodeExpiryDisabledByAdmin", "an expired node whose expiry the admin disables is let back in without a new login", |t| Box::pin(expiry_disabled(t))),
+        Scenario::new("UserWithNodesCannotBeDestroyed", "a user who owns nodes cannot be destroyed; once the nodes are deleted the user can", |t| Box::pin(user_destroy(t))),
+        Scenario::new("EphemeralReusableKeyBothRemoved", "two nodes of one reusable ephemeral key are both removed after they quit", |t| Box::pin(ephemeral_reusable(t)))
+            .setup(ServerSetup { ephemeral_timeout: Some(Duration::from_secs(5)), ..ServerSetup::default() }),
+        Scenario::new("EphemeralSurvivesQuickRestart", "an ephemeral node that restarts within the inactivity timeout is kept as the same node", |t| Box::pin(ephemeral_quick_restart(t)))
+            .setup(ServerSetup { ephemeral_timeout: Some(Duration::from_secs(30)), ..ServerSetup::default() }),
+        Scenario::new("PreAuthKeyDeletedKeepsNode", "deleting the key a node registered with keeps the node, which reconnects after a restart", |t| Box::pin(key_deleted_keeps_node(t))),
+        Scenario::new("ReloginWithExpiredKeyRefused", "a logged-out node that tries to log in again with an expired key stays out", |t| Box::pin(relogin_expired_key(t))),
+        Scenario::new("NodeExpiryInTheFuture", "an expiry set in the future reaches peers as the node's key expiry, and the node stays reachable", |t| Box::pin(expiry_in_future(t))),
+        Scenario::new("TaggedNodeHasTaggedDevicesProfile", "peers see a tagged node as owned by the tagged-devices profile, not by the key's user", |t| Box::pin(tagged_devices_profile(t)))
+            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() })
+            .not_with(&[(ClientKind::Rs, "tailscale-rs shows no user profiles")]),
+        Scenario::new("InteractiveReloginKeepsAddress", "a node registered in the browser flow, logged out by the admin, logs in the same way and keeps its address", |t| Box::pin(interactive_relogin(t))),
+        Scenario::new("InteractiveLoginPingAll", "three nodes registered in the browser flow, for two users, all reach each other", |t| Box::pin(interactive_ping_all(t))),
+        Scenario::new("OneShotKeyNotReusableAfterDeletion", "a one-shot key whose node was deleted registers nothing more", |t| Box::pin(one_shot_after_deletion(t))),
+        Scenario::new("SameHostnameGetsUniqueName", "two machines asking for one hostname get distinct DNS names, and each is reached by its own", |t| Box::pin(same_hostname(t))),
+        Scenario::new("TaggedNodeKeepsAtLeastOneTag", "the admin cannot take every tag off a tagged node; it stays tagged", |t| Box::pin(tagged_keeps_a_tag(t)))
+            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() }),
+        Scenario::new("ExpiredNodeSeesNoPeers", "a node whose key expired is sent a map with no peers", |t| Box::pin(expired_sees_no_one(t)))
+            .not_with(&[(ClientKind::Rs, "tailscale-rs shows no raw map")]),
     ]
 }
 
@@ -340,7 +177,11 @@ const TAG_OWNERS: &str = r#"{
 async fn tagged_as(t: &Tailnet, name: &str, tags: &[&str]) -> Result<()> {
     let node = t.node(name).await?;
     ensure!(node.tags == tags, "{name} has tags {:?}, expected {tags:?}", node.tags);
-    ensure!(node.user.as_ref().is_none_or(|u| u.name != "alice" && u.name != "bob"), "{name} is owned by {:?}", node.user);
+    ensure!(
+        node.user.as_ref().is_none_or(|u| u.name != "alice" && u.name != "bob"),
+        "{name} is owned by {:?}",
+        node.user
+    );
     Ok(())
 }
 
@@ -535,7 +376,8 @@ async fn ephemeral_quick_restart(t: Tailnet) -> Result<Verdict> {
     ensure!(after.ipv4 == before.ipv4, "the ephemeral node changed address: {:?} -> {:?}", before.ipv4, after.ipv4);
     ensure!(t.node("blinker").await?.id == id, "the ephemeral node was replaced");
     t.await_reachable("steady", "blinker").await?;
-    eventually("steady to reach blinker", Duration::from_secs(45), || async { t.tcp("steady", "blinker").await.ok() }).await?;
+    eventually("steady to reach blinker", Duration::from_secs(45), || async { t.tcp("steady", "blinker").await.ok() })
+        .await?;
     Ok(Verdict::Passed)
 }
 
@@ -563,7 +405,8 @@ async fn relogin_expired_key(t: Tailnet) -> Result<Verdict> {
     t.join("stale", &key.key).await?;
     let id = t.node("stale").await?.id;
     t.world().headscale(&["nodes", "expire", "-i", &id.to_string()]).await?;
-    let logged_out = |s: &crate::protocol::NodeStatus| !s.authorized || s.key_expiry.is_some_and(|e| e <= chrono::Utc::now());
+    let logged_out =
+        |s: &crate::protocol::NodeStatus| !s.authorized || s.key_expiry.is_some_and(|e| e <= chrono::Utc::now());
     eventually("stale to see itself logged out", SETTLE, || async { t.status("stale").await.ok().filter(logged_out) })
         .await?;
     let old = t.key(user, KeyOptions::default()).await?;
@@ -587,7 +430,9 @@ async fn expiry_in_future(t: Tailnet) -> Result<Verdict> {
     let id = t.node("later").await?.id;
     t.world().headscale(&["nodes", "expire", "-i", &id.to_string(), "-e", &when.to_rfc3339()]).await?;
     let seen = t
-        .await_peer("peer", "later", "with the new expiry", |p| p.key_expiry.is_some_and(|e| (e - when).num_seconds().abs() <= 1))
+        .await_peer("peer", "later", "with the new expiry", |p| {
+            p.key_expiry.is_some_and(|e| (e - when).num_seconds().abs() <= 1)
+        })
         .await?;
     ensure!(!seen.expired(), "a future expiry shows the node expired");
     t.tcp("peer", "later").await?;
