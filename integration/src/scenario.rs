@@ -160,6 +160,11 @@ impl Scenario {
         Scenario { setup, ..self }
     }
 
+    /// The same on a server with `policy` as its policy file.
+    pub fn policy(self, policy: &'static str) -> Scenario {
+        self.setup(ServerSetup { policy: Some(policy), ..ServerSetup::default() })
+    }
+
     /// The same, saying which clients it cannot run with and why.
     pub fn not_with(self, not_with: &'static [(ClientKind, &'static str)]) -> Scenario {
         Scenario { not_with, ..self }

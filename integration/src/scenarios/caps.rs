@@ -4,8 +4,6 @@
 
 use super::*;
 
-const GO_ONLY: &[(ClientKind, &str)] = &[(ClientKind::Rs, "tailscale-rs shows no raw map")];
-
 /// This area's scenarios.
 pub fn list() -> Vec<Scenario> {
     vec![
@@ -14,7 +12,7 @@ pub fn list() -> Vec<Scenario> {
             "every node has is-admin, ssh, file-sharing and the Taildrive attributes, and its peers show them too",
             |t| Box::pin(baseline(t)),
         )
-        .not_with(GO_ONLY),
+        .not_with(NEEDS_MAP),
         Scenario::new(
             "CapsFollowConfiguration",
             "with Taildrop off there is no file-sharing capability; randomize_client_port adds its attribute",
@@ -24,14 +22,14 @@ pub fn list() -> Vec<Scenario> {
             config: &[("HEADSCALE_TAILDROP_ENABLED", "false"), ("HEADSCALE_RANDOMIZE_CLIENT_PORT", "true")],
             ..ServerSetup::default()
         })
-        .not_with(GO_ONLY),
+        .not_with(NEEDS_MAP),
         Scenario::new(
             "CapsFromNodeAttrs",
             "a policy's nodeAttrs give the targeted nodes their attributes, on top of the baseline",
             |t| Box::pin(node_attrs(t)),
         )
-        .setup(ServerSetup { policy: Some(NODE_ATTRS), ..ServerSetup::default() })
-        .not_with(GO_ONLY),
+        .policy(NODE_ATTRS)
+        .not_with(NEEDS_MAP),
     ]
 }
 

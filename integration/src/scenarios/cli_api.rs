@@ -11,17 +11,17 @@ pub fn list() -> Vec<Scenario> {
         Scenario::new("ApiKeyGuardsRest", "the REST API answers 401 without a key, with a bad one or an expired one, and 200 with a valid one", |t| Box::pin(api_key_guards(t))),
         Scenario::new("ApiDeleteNodeDropsPeer", "a node deleted through REST (DELETE /api/v1/node/ID) disappears from its peers' maps", |t| Box::pin(api_delete_node(t))),
         Scenario::new("UserRenameReachesPeers", "a user renamed by the admin is shown under the new name in its peers' user profiles", |t| Box::pin(user_rename(t)))
-            .not_with(&[(ClientKind::Rs, "tailscale-rs shows no user profiles")]),
+            .not_with(NEEDS_MAP),
         Scenario::new("RegisterPageNamesCommand", "a waiting node's login URL opens a page with the `headscale auth register` command for it", |t| Box::pin(register_page(t))),
         Scenario::new("ApiCreatesUserAndKey", "a user and a pre-auth key made through REST register a node that reaches a CLI-made one", |t| Box::pin(api_user_and_key(t))),
         Scenario::new("ApiRenamesExpiresAndTagsNodes", "REST renames a node, sets its tags and expires it, and the server and peers follow", |t| Box::pin(api_node_admin(t)))
-            .setup(ServerSetup { policy: Some(ADMIN_TAGS), ..ServerSetup::default() }),
+            .policy(ADMIN_TAGS),
         Scenario::new("CliNodesListFiltersByUser", "`nodes list -u USER` lists that user's nodes only", |t| Box::pin(nodes_by_user(t))),
         Scenario::new("CliPreAuthKeysListShowsState", "`preauthkeys list` shows which keys are used, reusable, ephemeral, tagged and expired", |t| Box::pin(keys_list(t))),
         Scenario::new("HealthAndVersionServed", "/health says pass and /version names a version, without an API key", |t| Box::pin(health_version(t))),
         Scenario::new("ApiKeyListHidesKeyAndDeleteRevokes", "`apikeys list` shows prefixes, never keys; a deleted key is refused", |t| Box::pin(api_key_list_delete(t))),
         Scenario::new("CliRefusesBadNamesAndTags", "duplicate users, user renames onto another user, node names over 63 characters and malformed or unowned tags are refused", |t| Box::pin(cli_refusals(t)))
-            .setup(ServerSetup { policy: Some(ADMIN_TAGS), ..ServerSetup::default() }),
+            .policy(ADMIN_TAGS),
         Scenario::new("ApiListNodesMatchesCli", "GET /api/v1/node lists the same nodes, addresses and users as `nodes list`", |t| Box::pin(api_list_nodes(t))),
         Scenario::new("ApiWritesRefusedWithoutKey", "REST writes without a valid key (create user, pre-auth key, delete node) are refused and change nothing", |t| Box::pin(api_writes_refused(t))),
         Scenario::new("ApiExpiresPreAuthKey", "a pre-auth key expired through REST registers nothing more", |t| Box::pin(api_expire_key(t))),

@@ -25,7 +25,7 @@ pub fn list() -> Vec<Scenario> {
             "every node reaches every other by its MagicDNS name, and the named node answers",
             |t| Box::pin(ping_all_by_name(t)),
         )
-        .not_with(&[(ClientKind::Rs, "tailscale-rs resolves no MagicDNS names")]),
+        .not_with(NEEDS_MAGIC_DNS),
         Scenario::new(
             "ServerKilledNodesReconnect",
             "after the server is killed (SIGKILL) and started again, every node reconnects with the same address",
@@ -59,7 +59,7 @@ pub fn list() -> Vec<Scenario> {
             "after a server restart a tagged node is still tagged and the policy on its tag still holds",
             |t| Box::pin(restart_keeps_tags(t)),
         )
-        .setup(ServerSetup { policy: Some(TAGGED_SERVER), ..ServerSetup::default() }),
+        .policy(TAG_POLICY),
         Scenario::new(
             "NewNodeAfterServerRestart",
             "a node that joins after a server restart is seen and reached by the nodes from before",
@@ -70,13 +70,13 @@ pub fn list() -> Vec<Scenario> {
             "a peer that quit is shown offline with the time it was last seen",
             |t| Box::pin(offline_last_seen(t)),
         )
-        .not_with(&[(ClientKind::Rs, "tailscale-rs shows no raw map")]),
+        .not_with(NEEDS_MAP),
         Scenario::new(
             "PeersLearnEndpointsAndHomeDerp",
             "each node's endpoints and home DERP, as it reports them, reach its peers",
             |t| Box::pin(endpoints_reach_peers(t)),
         )
-        .not_with(&[(ClientKind::Rs, "tailscale-rs shows no raw map")]),
+        .not_with(NEEDS_MAP),
     ]
 }
 
@@ -332,15 +332,6 @@ async fn all_restart(t: Tailnet) -> Result<Verdict> {
     }
     Ok(Verdict::Passed)
 }
-
-/// bob's nodes may open connections to `tag:server` nodes, which may answer.
-const TAGGED_SERVER: &str = r#"{
-  "tagOwners": { "tag:server": ["alice@"] },
-  "acls": [
-    { "action": "accept", "src": ["bob@"], "dst": ["tag:server:7000"] },
-    { "action": "accept", "src": ["tag:server"], "dst": ["bob@:*"] },
-  ],
-}"#;
 
 async fn restart_keeps_tags(t: Tailnet) -> Result<Verdict> {
     let alice = t.user("alice").await?;

@@ -4,8 +4,6 @@
 
 use super::*;
 
-const GO_ONLY: &[(ClientKind, &str)] = &[(ClientKind::Rs, "tailscale-rs shows no raw map")];
-
 /// This area's scenarios.
 pub fn list() -> Vec<Scenario> {
     vec![
@@ -14,7 +12,7 @@ pub fn list() -> Vec<Scenario> {
             "MagicDNS is on: the map's DNS config is proxied and searches the base domain, and names are FQDNs in it",
             |t| Box::pin(magic_dns(t)),
         )
-        .not_with(GO_ONLY),
+        .not_with(NEEDS_MAP),
         Scenario::new(
             "DnsNameserversAndSearchDomains",
             "global and split nameservers and search domains from the configuration reach the client",
@@ -28,32 +26,32 @@ pub fn list() -> Vec<Scenario> {
             ],
             ..ServerSetup::default()
         })
-        .not_with(GO_ONLY),
+        .not_with(NEEDS_MAP),
         Scenario::new(
             "DnsMagicDnsDisabled",
             "with magic_dns off the client is not told to proxy DNS nor search the base domain",
             |t| Box::pin(magic_dns_off(t)),
         )
         .setup(ServerSetup { config: &[("HEADSCALE_DNS_MAGIC_DNS", "false")], ..ServerSetup::default() })
-        .not_with(GO_ONLY),
+        .not_with(NEEDS_MAP),
         Scenario::new(
             "LogTailDisabledByDefault",
             "the full map tells the client not to upload its logs to Tailscale (Debug.DisableLogTail)",
             |t| Box::pin(logtail_disabled(t)),
         )
-        .not_with(GO_ONLY),
+        .not_with(NEEDS_MAP),
         Scenario::new(
             "LogTailEnabledLeavesClientLogging",
             "with logtail.enabled the map says nothing of log upload (the client keeps its own setting)",
             |t| Box::pin(logtail_enabled(t)),
         )
         .setup(ServerSetup { config: &[("HEADSCALE_LOGTAIL_ENABLED", "true")], ..ServerSetup::default() })
-        .not_with(GO_ONLY),
+        .not_with(NEEDS_MAP),
         Scenario::new("DnsCustomBaseDomain", "a configured base domain names every node and is searched", |t| {
             Box::pin(custom_base_domain(t))
         })
         .setup(ServerSetup { config: &[("HEADSCALE_DNS_BASE_DOMAIN", "corp.test")], ..ServerSetup::default() })
-        .not_with(GO_ONLY),
+        .not_with(NEEDS_MAP),
     ]
 }
 

@@ -23,6 +23,22 @@ use crate::scenario::{
     skip_if_unsupported, ClientKind, KeyOptions, Scenario, ServerSetup, Tailnet, Verdict, ECHO_PORT, SETTLE,
 };
 
+/// For scenarios that read the client's decoded map (DNS config, capabilities, profiles).
+const NEEDS_MAP: &[(ClientKind, &str)] = &[(ClientKind::Rs, "tailscale-rs shows no raw map")];
+/// For scenarios that dial peers by name.
+const NEEDS_MAGIC_DNS: &[(ClientKind, &str)] = &[(ClientKind::Rs, "tailscale-rs resolves no MagicDNS names")];
+/// For scenarios where a node asks for tags as it registers.
+const NEEDS_REQUESTED_TAGS: &[(ClientKind, &str)] = &[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")];
+
+/// bob's nodes may open connections to `tag:server` nodes (which may answer); alice's may not.
+const TAG_POLICY: &str = r#"{
+  "tagOwners": { "tag:server": ["alice@"] },
+  "acls": [
+    { "action": "accept", "src": ["bob@"], "dst": ["tag:server:7000"] },
+    { "action": "accept", "src": ["tag:server"], "dst": ["bob@:*"] },
+  ],
+}"#;
+
 /// Every scenario, in the order `hi` runs them.
 pub fn all() -> Vec<Scenario> {
     [

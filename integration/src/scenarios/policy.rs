@@ -9,63 +9,63 @@ pub fn list() -> Vec<Scenario> {
         Scenario::new("AclAllowDeny", "a user-to-user policy allows what it grants and denies the rest", |t| {
             Box::pin(acl_matrix(t))
         })
-        .setup(ServerSetup { policy: Some(USER_POLICY), ..ServerSetup::default() }),
+        .policy(USER_POLICY),
         Scenario::new("AclTags", "a policy on tags: tagged nodes are reached as granted, and only so", |t| {
             Box::pin(acl_tags(t))
         })
-        .setup(ServerSetup { policy: Some(TAG_POLICY), ..ServerSetup::default() }),
+        .policy(TAG_POLICY),
         Scenario::new(
             "AclRuntimeChange",
             "one port allowed, another refused, a user hidden; a policy change applies to connected clients",
             |t| Box::pin(acl_runtime_change(t)),
         )
-        .setup(ServerSetup { policy: Some(BOB_ONLY), ..ServerSetup::default() }),
+        .policy(BOB_ONLY),
         Scenario::new("AclAutogroupMember", "autogroup:member covers the users' own nodes and not tagged ones", |t| {
             Box::pin(acl_autogroup_member(t))
         })
-        .setup(ServerSetup { policy: Some(MEMBER_POLICY), ..ServerSetup::default() }),
+        .policy(MEMBER_POLICY),
         Scenario::new(
             "AclAutogroupSelf",
             "autogroup:self lets a user's nodes reach each other and no one else's",
             |t| Box::pin(acl_autogroup_self(t)),
         )
-        .setup(ServerSetup { policy: Some(SELF_POLICY), ..ServerSetup::default() }),
+        .policy(SELF_POLICY),
         Scenario::new("AclGroups", "a group's members reach what the group is granted; others do not", |t| {
             Box::pin(acl_groups(t))
         })
-        .setup(ServerSetup { policy: Some(GROUP_POLICY), ..ServerSetup::default() }),
+        .policy(GROUP_POLICY),
         Scenario::new(
             "AclHostsAndPrefixes",
             "a hosts alias for the tailnet prefix and a raw prefix as destinations grant what they cover",
             |t| Box::pin(acl_hosts(t)),
         )
-        .setup(ServerSetup { policy: Some(HOSTS_POLICY), ..ServerSetup::default() }),
+        .policy(HOSTS_POLICY),
         Scenario::new("AclWildcardAllowsAll", "src * to *:* lets every node reach every other, across users", |t| {
             Box::pin(acl_wildcard(t))
         })
-        .setup(ServerSetup { policy: Some(ALLOW_ALL), ..ServerSetup::default() }),
+        .policy(ALLOW_ALL),
         Scenario::new(
             "AclEmptyListDeniesAll",
             "a policy whose acls list is empty shows no node any peer and lets no traffic through",
             |t| Box::pin(acl_empty(t)),
         )
-        .setup(ServerSetup { policy: Some(r#"{ "acls": [] }"#), ..ServerSetup::default() }),
+        .policy(r#"{ "acls": [] }"#),
         Scenario::new(
             "AclNoRulesAllowsAll",
             "a policy with neither acls nor grants (`{}`) lets every node reach every other, as Headscale does",
             |t| Box::pin(acl_wildcard(t)),
         )
-        .setup(ServerSetup { policy: Some("{}"), ..ServerSetup::default() }),
+        .policy("{}"),
         Scenario::new("GrantsIpPorts", "a grant with ip [\"tcp:7000\"] opens that port and not the next", |t| {
             Box::pin(grants_ip(t))
         })
-        .setup(ServerSetup { policy: Some(GRANT_POLICY), ..ServerSetup::default() }),
+        .policy(GRANT_POLICY),
         Scenario::new(
             "PolicyInvalidChangeKeepsLast",
             "an invalid policy written under running clients is refused and the last good one stays in force",
             |t| Box::pin(policy_invalid_change(t)),
         )
-        .setup(ServerSetup { policy: Some(USER_POLICY), ..ServerSetup::default() }),
+        .policy(USER_POLICY),
         Scenario::new(
             "PolicyCheckCli",
             "`headscale policy check` accepts a valid file and refuses an invalid one with the reason",
@@ -76,48 +76,48 @@ pub fn list() -> Vec<Scenario> {
             "tagging a running node with `nodes tag` moves it under the tag's rules",
             |t| Box::pin(acl_tag_set_by_admin(t)),
         )
-        .setup(ServerSetup { policy: Some(TAG_POLICY), ..ServerSetup::default() }),
+        .policy(TAG_POLICY),
         Scenario::new(
             "AclTagOwnedByGroup",
             "a tag owned by a group can be asked for by the group's members only",
             |t| Box::pin(acl_tag_owned_by_group(t)),
         )
-        .setup(ServerSetup { policy: Some(GROUP_TAG_OWNER), ..ServerSetup::default() })
-        .not_with(&[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")]),
+        .policy(GROUP_TAG_OWNER)
+        .not_with(NEEDS_REQUESTED_TAGS),
         Scenario::new("AclPortRange", "a destination port range opens every port in it and no other", |t| {
             Box::pin(acl_port_range(t))
         })
-        .setup(ServerSetup { policy: Some(PORT_RANGE), ..ServerSetup::default() }),
+        .policy(PORT_RANGE),
         Scenario::new(
             "AclUdpOnlyRule",
             "a rule with proto udp lets UDP through and refuses TCP on the same port",
             |t| Box::pin(acl_udp_only(t)),
         )
-        .setup(ServerSetup { policy: Some(UDP_ONLY), ..ServerSetup::default() })
+        .policy(UDP_ONLY)
         .not_with(&[(ClientKind::Go, "the official client runs inside Caddy here, which offers no UDP socket")]),
         Scenario::new(
             "AclOneWayRuleWithConnectionTracking",
             "a rule from alice to bob only: alice opens connections to bob and gets replies; bob opens none to alice",
             |t| Box::pin(acl_one_way(t)),
         )
-        .setup(ServerSetup { policy: Some(ONE_WAY), ..ServerSetup::default() })
+        .policy(ONE_WAY)
         .not_with(&[(ClientKind::Rs, "tailscale-rs filters without connection tracking, so replies need a rule back")]),
         Scenario::new(
             "AclTagChangedByAdmin",
             "moving a node from one tag to another moves it from one tag's rules to the other's",
             |t| Box::pin(acl_tag_changed(t)),
         )
-        .setup(ServerSetup { policy: Some(TWO_TAGS), ..ServerSetup::default() }),
+        .policy(TWO_TAGS),
         Scenario::new(
             "AclUserCreatedLaterGetsAccess",
             "a user named in the policy before they exist gets the access once created and joined",
             |t| Box::pin(acl_user_created_later(t)),
         )
-        .setup(ServerSetup { policy: Some(FUTURE_USER), ..ServerSetup::default() }),
+        .policy(FUTURE_USER),
         Scenario::new("AclAutogroupTagged", "autogroup:tagged covers tagged nodes and not users' nodes", |t| {
             Box::pin(acl_autogroup_tagged(t))
         })
-        .setup(ServerSetup { policy: Some(TAGGED_POLICY), ..ServerSetup::default() }),
+        .policy(TAGGED_POLICY),
         Scenario::new(
             "PolicyDatabaseModeSetByCli",
             "with policy.mode database, `headscale policy set` changes what connected clients may reach",
@@ -129,40 +129,40 @@ pub fn list() -> Vec<Scenario> {
             "adding a user to a group in the policy file gives their running node the group's access",
             |t| Box::pin(group_member_added(t)),
         )
-        .setup(ServerSetup { policy: Some(GROUP_POLICY), ..ServerSetup::default() }),
+        .policy(GROUP_POLICY),
         Scenario::new(
             "AclHostAliasForOneNode",
             "a hosts alias for one node's address grants that node and not its sibling",
             |t| Box::pin(host_alias_one_node(t)),
         )
-        .setup(ServerSetup { policy: Some(ALLOW_ALL), ..ServerSetup::default() }),
+        .policy(ALLOW_ALL),
         Scenario::new(
             "PolicyWithPassingTestsApplies",
             "a policy written under running clients whose own tests pass is applied and enforced",
             |t| Box::pin(policy_with_tests(t)),
         )
-        .setup(ServerSetup { policy: Some(USER_POLICY), ..ServerSetup::default() }),
+        .policy(USER_POLICY),
         Scenario::new(
             "PacketFilterMatchesPolicy",
             "the packet filter a node receives allows exactly its sources on its granted ports",
             |t| Box::pin(packet_filter(t)),
         )
-        .setup(ServerSetup { policy: Some(USER_POLICY), ..ServerSetup::default() })
-        .not_with(&[(ClientKind::Rs, "tailscale-rs shows no raw map")]),
+        .policy(USER_POLICY)
+        .not_with(NEEDS_MAP),
         Scenario::new(
             "SshPolicyReachesTargets",
             "SSH rules reach the nodes they target as an SSH policy, and no other node gets one",
             |t| Box::pin(ssh_policy(t)),
         )
-        .setup(ServerSetup { policy: Some(SSH_POLICY), ..ServerSetup::default() })
-        .not_with(&[(ClientKind::Rs, "tailscale-rs shows no raw map")]),
+        .policy(SSH_POLICY)
+        .not_with(NEEDS_MAP),
         Scenario::new(
             "GrantAppCapabilityReachesTarget",
             "a grant of an application capability reaches the destination's packet filter as a CapGrant",
             |t| Box::pin(app_grant(t)),
         )
-        .setup(ServerSetup { policy: Some(APP_GRANT), ..ServerSetup::default() })
-        .not_with(&[(ClientKind::Rs, "tailscale-rs shows no raw map")]),
+        .policy(APP_GRANT)
+        .not_with(NEEDS_MAP),
     ]
 }
 
@@ -203,15 +203,6 @@ async fn acl_matrix(t: Tailnet) -> Result<Verdict> {
     }
     Ok(Verdict::Passed)
 }
-
-/// bob's nodes may open connections to `tag:server` nodes (which may answer); alice's may not.
-const TAG_POLICY: &str = r#"{
-  "tagOwners": { "tag:server": ["alice@"] },
-  "acls": [
-    { "action": "accept", "src": ["bob@"], "dst": ["tag:server:7000"] },
-    { "action": "accept", "src": ["tag:server"], "dst": ["bob@:*"] },
-  ],
-}"#;
 
 async fn acl_tags(t: Tailnet) -> Result<Verdict> {
     let alice = t.user("alice").await?;

@@ -17,24 +17,24 @@ pub fn list() -> Vec<Scenario> {
         Scenario::new("NodeExpiry", "an expired node is cut off and its peers see it expired", |t| Box::pin(node_expiry(t))),
         Scenario::new("InteractiveLogin", "a node without a key gets a URL and is approved with `headscale auth register`", |t| Box::pin(interactive_login(t))),
         Scenario::new("PreAuthKeyTaggedMakesTaggedNode", "a tagged pre-auth key registers a node owned by its tags, not by a user, and peers see the tags", |t| Box::pin(tagged_key(t)))
-            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() }),
+            .policy(TAG_OWNERS),
         Scenario::new("RequestedTagOwnedIsApplied", "a node asking for a tag its key's user owns (tagOwners) registers as a tagged node", |t| Box::pin(requested_tag_owned(t)))
-            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() })
-            .not_with(&[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")]),
+            .policy(TAG_OWNERS)
+            .not_with(NEEDS_REQUESTED_TAGS),
         Scenario::new("RequestedTagNotOwnedIsRefused", "a node asking for a tag its key's user does not own is refused and nothing is registered", |t| Box::pin(requested_tag_not_owned(t)))
-            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() })
-            .not_with(&[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")]),
+            .policy(TAG_OWNERS)
+            .not_with(NEEDS_REQUESTED_TAGS),
         Scenario::new("TaggedKeyRefusesOtherRequestedTags", "a node with a tagged key that asks for another tag is refused", |t| Box::pin(tagged_key_other_tag(t)))
-            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() })
-            .not_with(&[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")]),
+            .policy(TAG_OWNERS)
+            .not_with(NEEDS_REQUESTED_TAGS),
         Scenario::new("KeyExpiredAfterUseKeepsNodes", "expiring a used reusable key keeps its nodes connected but registers no new one", |t| Box::pin(key_expired_after_use(t))),
         Scenario::new("NodeDeletedIsDroppedByPeers", "a node deleted by the admin disappears from its peers' maps and from the server", |t| Box::pin(node_deleted(t))),
         Scenario::new("NodeRenamedReachedByNewName", "a node renamed by the admin is shown under its new DNS name and reached by it", |t| Box::pin(node_renamed(t)))
-            .not_with(&[(ClientKind::Rs, "tailscale-rs resolves no MagicDNS names")]),
+            .not_with(NEEDS_MAGIC_DNS),
         Scenario::new("InteractiveLoginUnknownUserRefused", "approving a waiting node for a user that does not exist fails and registers nothing; the right user works", |t| Box::pin(interactive_unknown_user(t))),
         Scenario::new("InteractiveLoginRequestedTags", "a node logging in interactively with a tag the approving user owns becomes tagged", |t| Box::pin(interactive_requested_tags(t)))
-            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() })
-            .not_with(&[(ClientKind::Rs, "tailscale-rs drops the tags a node asks for")]),
+            .policy(TAG_OWNERS)
+            .not_with(NEEDS_REQUESTED_TAGS),
         Scenario::new("NodeExpiryDisabledByAdmin", "an expired node whose expiry the admin disables is let back in without a new login", |t| Box::pin(expiry_disabled(t))),
         Scenario::new("UserWithNodesCannotBeDestroyed", "a user who owns nodes cannot be destroyed; once the nodes are deleted the user can", |t| Box::pin(user_destroy(t))),
         Scenario::new("EphemeralReusableKeyBothRemoved", "two nodes of one reusable ephemeral key are both removed after they quit", |t| Box::pin(ephemeral_reusable(t)))
@@ -45,16 +45,16 @@ pub fn list() -> Vec<Scenario> {
         Scenario::new("ReloginWithExpiredKeyRefused", "a logged-out node that tries to log in again with an expired key stays out", |t| Box::pin(relogin_expired_key(t))),
         Scenario::new("NodeExpiryInTheFuture", "an expiry set in the future reaches peers as the node's key expiry, and the node stays reachable", |t| Box::pin(expiry_in_future(t))),
         Scenario::new("TaggedNodeHasTaggedDevicesProfile", "peers see a tagged node as owned by the tagged-devices profile, not by the key's user", |t| Box::pin(tagged_devices_profile(t)))
-            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() })
-            .not_with(&[(ClientKind::Rs, "tailscale-rs shows no user profiles")]),
+            .policy(TAG_OWNERS)
+            .not_with(NEEDS_MAP),
         Scenario::new("InteractiveReloginKeepsAddress", "a node registered in the browser flow, logged out by the admin, logs in the same way and keeps its address", |t| Box::pin(interactive_relogin(t))),
         Scenario::new("InteractiveLoginPingAll", "three nodes registered in the browser flow, for two users, all reach each other", |t| Box::pin(interactive_ping_all(t))),
         Scenario::new("OneShotKeyNotReusableAfterDeletion", "a one-shot key whose node was deleted registers nothing more", |t| Box::pin(one_shot_after_deletion(t))),
         Scenario::new("SameHostnameGetsUniqueName", "two machines asking for one hostname get distinct DNS names, and each is reached by its own", |t| Box::pin(same_hostname(t))),
         Scenario::new("TaggedNodeKeepsAtLeastOneTag", "the admin cannot take every tag off a tagged node; it stays tagged", |t| Box::pin(tagged_keeps_a_tag(t)))
-            .setup(ServerSetup { policy: Some(TAG_OWNERS), ..ServerSetup::default() }),
+            .policy(TAG_OWNERS),
         Scenario::new("ExpiredNodeSeesNoPeers", "a node whose key expired is sent a map with no peers", |t| Box::pin(expired_sees_no_one(t)))
-            .not_with(&[(ClientKind::Rs, "tailscale-rs shows no raw map")]),
+            .not_with(NEEDS_MAP),
     ]
 }
 
