@@ -1,6 +1,8 @@
 //! The admin port of a client program (`tsnode`, `gonode`): one [`Request`] a line in, one
-//! JSON line out (`{"error": …}` when the request failed), as many as the connection sends.
+//! JSON line out (`{"error": …}` when the request failed), as many as the connection sends;
+//! and the command-line arguments both programs share.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -9,6 +11,29 @@ use tokio::net::TcpStream;
 
 use crate::client::Client;
 use crate::protocol::Request;
+
+/// What both client programs are told on their command line.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// The control server URL (e.g. http://10.0.0.2:8080).
+    #[arg(long, env = "TS_CONTROL_URL")]
+    pub control_url: url::Url,
+    /// The hostname to register.
+    #[arg(long, env = "TS_HOSTNAME")]
+    pub hostname: String,
+    /// A pre-auth key; without one the node waits for interactive approval.
+    #[arg(long, env = "TS_AUTH_KEY")]
+    pub authkey: Option<String>,
+    /// Register as an ephemeral node.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// The admin command port.
+    #[arg(long, default_value = "0.0.0.0:9999")]
+    pub admin: SocketAddr,
+    /// The tailnet port with an echo (the next one has one too).
+    #[arg(long, default_value_t = 7000)]
+    pub echo_port: u16,
+}
 
 /// Answers the requests of one admin connection until it closes.
 pub async fn answer(client: Arc<dyn Client>, sock: TcpStream) {

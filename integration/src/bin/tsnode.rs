@@ -17,7 +17,6 @@
 //! just after a device replaced another in this process (`login`) is blamed on the one replaced
 //! (see `DERP_GRACE`); after an unattended restart the process is new and no such doubt exists.
 
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -26,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use integration::admin::ClientArgs;
 use integration::client::Client;
 use integration::node::{Node, NodeSpec, Reexec};
 use tokio::net::TcpListener;
@@ -74,27 +74,11 @@ impl<S: tracing::Subscriber> Layer<S> for DerpGaveUp {
 #[derive(Debug, Parser)]
 #[command(name = "tsnode", about = "A tailscale-rs node for integration scenarios")]
 struct Args {
-    /// The control server URL (plain http, e.g. http://10.0.0.2:8080).
-    #[arg(long, env = "TS_CONTROL_URL")]
-    control_url: url::Url,
-    /// The hostname to register.
-    #[arg(long, env = "TS_HOSTNAME")]
-    hostname: String,
-    /// A pre-auth key; without one the node waits for interactive approval.
-    #[arg(long, env = "TS_AUTH_KEY")]
-    authkey: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
     /// Where the node keeps its keys across restarts.
     #[arg(long, default_value = "/var/lib/tsnode/keys.json")]
     state: PathBuf,
-    /// Register as an ephemeral node.
-    #[arg(long)]
-    ephemeral: bool,
-    /// The admin command port.
-    #[arg(long, default_value = "0.0.0.0:9999")]
-    admin: SocketAddr,
-    /// The tailnet port echoed over TCP and UDP.
-    #[arg(long, default_value_t = 7000)]
-    echo_port: u16,
 }
 
 #[tokio::main]
@@ -116,12 +100,12 @@ async fn main() -> Result<()> {
     let restarts = std::env::var(RESTARTS_VAR).ok().and_then(|n| n.parse().ok()).unwrap_or(0);
     let admin_fd = Arc::new(OnceLock::new());
     let spec = NodeSpec {
-        control_url: args.control_url,
-        hostname: args.hostname,
-        authkey: args.authkey,
+        control_url: args.client.control_url,
+        hostname: args.client.hostname,
+        authkey: args.client.authkey,
         key_file: args.state,
-        ephemeral: args.ephemeral,
-        echo_port: args.echo_port,
+        ephemeral: args.client.ephemeral,
+        echo_port: args.client.echo_port,
     };
     let supervised = Arc::new(start_node(spec, restarts, admin_fd.clone()).await);
     let watched = supervised.clone();
@@ -142,7 +126,7 @@ async fn main() -> Result<()> {
             listener.set_nonblocking(true)?;
             TcpListener::from_std(listener).context("taking over the admin port")?
         }
-        None => TcpListener::bind(args.admin).await.with_context(|| format!("binding the admin port {}", args.admin))?,
+        None => TcpListener::bind(args.client.admin).await.with_context(|| format!("binding the admin port {}", args.client.admin))?,
     };
     let _ = admin_fd.set(admin.as_raw_fd());
     let node: Arc<dyn Client> = supervised;
