@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::client::Client;
 use crate::protocol::Request;
@@ -33,6 +34,23 @@ pub struct ClientArgs {
     /// The tailnet port with an echo (the next one has one too).
     #[arg(long, default_value_t = 7000)]
     pub echo_port: u16,
+}
+
+/// Says `PROGRAM ready`, answers every admin connection on `listener` until SIGTERM or
+/// Ctrl-C, then shuts the client down.
+pub async fn serve(listener: TcpListener, client: Arc<dyn Client>, program: &str) -> anyhow::Result<()> {
+    println!("{program} ready");
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        let (sock, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        tokio::spawn(answer(client.clone(), sock));
+    }
+    client.shutdown().await;
+    Ok(())
 }
 
 /// Answers the requests of one admin connection until it closes.

@@ -13,7 +13,6 @@ use integration::admin::ClientArgs;
 use integration::client::Client;
 use integration::go_node::{GoNode, GoSpec};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -48,16 +47,5 @@ async fn main() -> Result<()> {
     let node: Arc<dyn Client> = Arc::new(GoNode::start(spec).await?);
     let admin =
         TcpListener::bind(args.client.admin).await.with_context(|| format!("binding the admin port {}", args.client.admin))?;
-    println!("gonode ready");
-    let mut term = signal(SignalKind::terminate())?;
-    loop {
-        let (sock, _) = tokio::select! {
-            r = admin.accept() => r?,
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        };
-        tokio::spawn(integration::admin::answer(node.clone(), sock));
-    }
-    node.shutdown().await;
-    Ok(())
+    integration::admin::serve(admin, node, "gonode").await
 }

@@ -29,7 +29,6 @@ use integration::admin::ClientArgs;
 use integration::client::Client;
 use integration::node::{Node, NodeSpec, Reexec};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
@@ -130,18 +129,7 @@ async fn main() -> Result<()> {
     };
     let _ = admin_fd.set(admin.as_raw_fd());
     let node: Arc<dyn Client> = supervised;
-    println!("tsnode ready");
-    let mut term = signal(SignalKind::terminate())?;
-    loop {
-        let (sock, _) = tokio::select! {
-            r = admin.accept() => r?,
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        };
-        tokio::spawn(integration::admin::answer(node.clone(), sock));
-    }
-    node.shutdown().await;
-    Ok(())
+    integration::admin::serve(admin, node, "tsnode").await
 }
 
 /// Starts the node, retrying every second until its device starts (the server may be away).
