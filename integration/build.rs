@@ -1,6 +1,7 @@
 //! Generates a `headscale.v1` gRPC client from the wire contract itself,
-//! `../../shared/docs/headscale-v1-api.md`, not from this repository's `proto/`, so that the API
-//! tests prove wire compatibility with what Headscale v0.29 clients speak.
+//! `testdata/docs/headscale-v1-api.md` (a copy of the shared contract, kept in step by
+//! `scripts/check-testdata`), not from this repository's `proto/`, so that the API tests prove
+//! wire compatibility with what Headscale v0.29 clients speak.
 //!
 //! The contract's ```proto block lists the files one after another, each introduced by a
 //! `=== proto/headscale/v1/<name>.proto` line, without the `syntax`, `package` and `import`
@@ -14,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Where the contract lives, relative to this crate.
-const CONTRACT: &str = "../../shared/docs/headscale-v1-api.md";
+const CONTRACT: &str = "../testdata/docs/headscale-v1-api.md";
 /// Google's HTTP annotation protos (not part of the contract, which omits imports).
 const GOOGLE_API: &[&str] = &["google/api/annotations.proto", "google/api/http.proto"];
 
@@ -90,12 +91,8 @@ fn main() -> Result<(), Error> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let contract = manifest.join(CONTRACT);
     println!("cargo:rerun-if-changed={}", contract.display());
-    let markdown = std::fs::read_to_string(&contract).map_err(|e| {
-        format!(
-            "cannot read the API contract {} ({e}); the tests need the shared/ directory beside the repository",
-            contract.display()
-        )
-    })?;
+    let markdown = std::fs::read_to_string(&contract)
+        .map_err(|e| format!("cannot read the API contract {}: {e}", contract.display()))?;
     let files = split_contract(&markdown)?;
     let defined: BTreeMap<String, BTreeSet<String>> =
         files.iter().map(|(p, b)| (p.clone(), defined_names(b))).collect();
