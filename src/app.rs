@@ -19,10 +19,10 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::db::{Db, DbError};
 use crate::derp::{self, DerpServer};
-use crate::http::Router;
-use crate::mapper::MapContext;
+use crate::router::Router;
+use crate::mapper::{Bound, MapContext};
 use crate::state::{Change, State, StateError};
-use crate::tailcfg::{DerpMap, DerpNode, DerpRegion, DnsConfig, NodeKey, PrivateKey};
+use crate::tailcfg::{NodeKey, PrivateKey};
 
 /// Start-up failed; the message names what and where.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum AppError {
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { what: &'static str, addr: String, source: std::io::Error },
     #[error("TLS for the embedded DERP server: {0}")]
-    Tls(#[from] derp::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
     Unsupported(String),
     #[error(transparent)]
@@ -209,7 +209,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             let l = bind_tcp("derp.server.tls_listen_addr", &d.tls_listen_addr).await?;
             derp_tls_addr = l.local_addr().ok();
             let tls = if d.tls_self_signed {
-                Arc::new(derp::self_signed_config(&[server_host(&config), "localhost".into()])?)
+                Arc::new(crate::tls::self_signed_config(&[config.server_host(), "localhost".into()])?)
             } else {
                 crate::tls::server_config(&config, &[])?.ok_or_else(|| {
                     AppError::Unsupported(
@@ -232,19 +232,8 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         derp_server = Some(server);
     }
 
-    let derp_map = Arc::new(derp_map(&config, listen_addr, derp_tls_addr, stun_addr));
-    let control = Arc::new(Control {
-        state: state.clone(),
-        noise_key,
-        map: MapContext {
-            base_domain: config.dns.base_domain.clone(),
-            derp_map,
-            dns: dns_config(&config),
-            // As Headscale does: a client uploads its logs to Tailscale only if logtail is on.
-            debug: (!config.logtail.enabled).then_some(crate::tailcfg::ClientDebug { disable_log_tail: true }),
-            caps: crate::tailcfg::caps::baseline(config.taildrop.enabled, config.randomize_client_port),
-        },
-    });
+    let bound = Bound { listen: listen_addr, derp_tls: derp_tls_addr, stun: stun_addr };
+    let control = Arc::new(Control { state: state.clone(), noise_key, map: MapContext::from_config(&config, &bound) });
     let router = Arc::new(Router { control, derp: derp_server.clone() });
     tasks.push(tokio::spawn(serve_http(listener, tls, router, stopped())));
     tasks.push(tokio::spawn(expiry_ticker(state.clone(), stopped())));
@@ -280,93 +269,6 @@ fn fix_server_url_port(config: &mut Config, port: u16) {
     }
 }
 
-fn server_host(config: &Config) -> String {
-    config
-        .server_url
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_string()))
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// The DERP map: the embedded region, with the addresses the server actually bound.
-fn derp_map(config: &Config, listen: SocketAddr, tls: Option<SocketAddr>, stun: Option<SocketAddr>) -> DerpMap {
-    let d = &config.derp.server;
-    let mut map = DerpMap::default();
-    if d.enabled && d.automatically_add_embedded_derp_region {
-        let port = tls.map(|a| a.port()).unwrap_or_else(|| {
-            config.server_url.parse::<http::Uri>().ok().and_then(|u| u.port_u16()).unwrap_or(listen.port())
-        });
-        let node = DerpNode {
-            name: format!("{}a", d.region_id),
-            region_id: d.region_id,
-            host_name: server_host(config),
-            ipv4: d.ipv4.clone(),
-            ipv6: d.ipv6.clone(),
-            stun_port: stun.map(|a| a.port() as i32).unwrap_or(-1),
-            derp_port: port,
-            insecure_for_tests: d.tls_self_signed,
-            can_port_80: false,
-        };
-        map.regions.insert(
-            d.region_id,
-            DerpRegion {
-                region_id: d.region_id,
-                region_code: d.region_code.clone(),
-                region_name: d.region_name.clone(),
-                nodes: vec![node],
-            },
-        );
-    }
-    map
-}
-
-/// The DNS configuration sent to nodes, if MagicDNS or resolvers are configured.
-fn dns_config(config: &Config) -> Option<Arc<DnsConfig>> {
-    let dns = &config.dns;
-    let resolvers: Vec<_> = dns
-        .nameservers
-        .global
-        .iter()
-        .map(|a| crate::tailcfg::DnsResolver { addr: a.clone() })
-        .collect();
-    let mut domains = Vec::new();
-    if dns.magic_dns && !dns.base_domain.is_empty() {
-        domains.push(dns.base_domain.clone());
-    }
-    domains.extend(dns.search_domains.iter().cloned());
-    let routes = dns
-        .nameservers
-        .split
-        .iter()
-        .map(|(d, rs)| (d.clone(), rs.iter().map(|a| crate::tailcfg::DnsResolver { addr: a.clone() }).collect()))
-        .collect();
-    let cfg = DnsConfig { resolvers, routes, domains, proxied: dns.magic_dns };
-    (cfg != DnsConfig::default()).then(|| Arc::new(cfg))
-}
-
-/// Accepts connections on `listener` until `stopped`, handing each to `serve` with its peer
-/// address; a failed accept is logged and retried.
-pub(crate) async fn accept_each(
-    listener: TcpListener,
-    stopped: impl std::future::Future<Output = ()>,
-    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr),
-) {
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            r = listener.accept() => match r {
-                Ok((tcp, peer)) => serve(tcp, peer),
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-}
-
 /// Serves the main listener, over TLS when the server has a certificate.
 async fn serve_http(
     listener: TcpListener,
@@ -374,7 +276,7 @@ async fn serve_http(
     router: Arc<Router>,
     stopped: impl std::future::Future<Output = ()>,
 ) {
-    accept_each(listener, stopped, |tcp, _peer| {
+    crate::listen::accept_each(listener, stopped, |tcp, _peer| {
         let _ = tcp.set_nodelay(true);
         let (router, tls) = (router.clone(), tls.clone());
         tokio::spawn(async move {

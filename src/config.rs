@@ -616,6 +616,15 @@ impl Config {
     pub fn base_domain(&self) -> &str {
         &self.dns.base_domain
     }
+
+    /// The host name (or address) in `server_url`, `localhost` if it has none.
+    pub fn server_host(&self) -> String {
+        self.server_url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_string()))
+            .unwrap_or_else(|| "localhost".into())
+    }
 }
 
 fn search_paths() -> Vec<PathBuf> {

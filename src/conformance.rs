@@ -1,7 +1,7 @@
 //! The conformance runner: replays policy scenarios captured from Tailscale's own control
-//! plane (a directory laid out like `shared/compat/tailscale-saas/`, one sub-directory per
+//! plane (a directory laid out like `testdata/compat/tailscale-saas/`, one sub-directory per
 //! category) and compares this engine's answers with the captured ones, following the
-//! comparison rules of `shared/compat/README.md`.
+//! comparison rules of `testdata/compat/README.md`.
 //!
 //! The harness sets the tailnet up from each scenario's topology: node ids follow the node
 //! names' order, the owner's e-mail domain is the only domain associated with the tailnet,
@@ -15,12 +15,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::compiled::CompiledPolicy;
-use super::ipset::IpRange;
-use super::load_policy;
-use super::parse::PolicyError;
-use super::tailnet::{PolicyNode, PolicyUser};
-use super::types::ParsedPolicy;
+use crate::policy::{load_policy, CapMap, CompiledPolicy, IpRange, ParsedPolicy, PolicyError, PolicyNode, PolicyUser};
 use crate::tailcfg::caps;
 
 /// Where `check` rules delegate in the captures.
@@ -717,7 +712,7 @@ fn unmatched_baseline(got: &mut BTreeMap<String, String>, want: &BTreeMap<String
 }
 
 /// This engine's capability map, values as JSON text (no values is `null`).
-fn cap_texts(caps: super::attrs::CapMap) -> BTreeMap<String, String> {
+fn cap_texts(caps: CapMap) -> BTreeMap<String, String> {
     caps.into_iter()
         .filter(|(k, _)| !UNCOMPARED_CAPS.contains(&k.as_str()))
         .map(|(k, v)| {
@@ -730,7 +725,6 @@ fn cap_texts(caps: super::attrs::CapMap) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::attrs::SUGGEST_EXIT_NODE;
 
     #[test]
     fn canonical_rules_ignore_order_inside_a_rule_only() {
@@ -765,6 +759,6 @@ mod tests {
     fn suggests_only_known_capabilities_are_kept() {
         let v: Value =
             serde_json::from_str(r#"{"suggest-exit-node":null,"https://tailscale.com/cap/is-admin":null}"#).unwrap();
-        assert_eq!(compared_caps(&v), BTreeMap::from([(SUGGEST_EXIT_NODE.to_string(), "null".to_string())]));
+        assert_eq!(compared_caps(&v), BTreeMap::from([("suggest-exit-node".to_string(), "null".to_string())]));
     }
 }

@@ -1,12 +1,9 @@
-//! Prometheus metrics on their own listener (`metrics_listen_addr`, `GET /metrics`): counters
-//! the server keeps as it works (map messages by kind and their bytes, ended map sessions,
-//! registrations by outcome, policy compiles) and gauges read from the snapshot when the
-//! page is asked for. Like Headscale's debug listener, it answers loopback, private and
-//! Tailscale addresses only.
+//! The metrics listener (`metrics_listen_addr`, `GET /metrics`): the process's counters
+//! (`counters`) and gauges read from the snapshot when the page is asked for, in Prometheus's
+//! text format. Like Headscale's debug listener, it answers loopback, private and Tailscale
+//! addresses only.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
@@ -14,118 +11,20 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::http::{text, Body};
+use crate::counters::{self, Exposition};
+use crate::response::{text, Body};
 use crate::state::{Snapshot, State};
 
-/// The kinds of map message a session sends.
-#[derive(Debug, Clone, Copy)]
-pub enum MapKind {
-    Full,
-    Delta,
-    KeepAlive,
-}
-
-/// How a registration request ended.
-#[derive(Debug, Clone, Copy)]
-pub enum Registration {
-    Authorized,
-    NeedsAuth,
-    LoggedOut,
-    Refused,
-    Failed,
-}
-
-/// The process's counters.
-struct Counters {
-    map_full: AtomicU64,
-    map_delta: AtomicU64,
-    map_keepalive: AtomicU64,
-    map_bytes: AtomicU64,
-    sessions_ended: AtomicU64,
-    registrations: [AtomicU64; 5],
-    policy_compiles: AtomicU64,
-}
-
-static COUNTERS: Counters = Counters {
-    map_full: AtomicU64::new(0),
-    map_delta: AtomicU64::new(0),
-    map_keepalive: AtomicU64::new(0),
-    map_bytes: AtomicU64::new(0),
-    sessions_ended: AtomicU64::new(0),
-    registrations: [const { AtomicU64::new(0) }; 5],
-    policy_compiles: AtomicU64::new(0),
-};
-
-const REGISTRATION_OUTCOMES: [(Registration, &str); 5] = [
-    (Registration::Authorized, "authorized"),
-    (Registration::NeedsAuth, "needs_auth"),
-    (Registration::LoggedOut, "logged_out"),
-    (Registration::Refused, "refused"),
-    (Registration::Failed, "failed"),
-];
-
-/// Counts a map message of `bytes` bytes (as framed on the wire).
-pub fn map_sent(kind: MapKind, bytes: usize) {
-    let counter = match kind {
-        MapKind::Full => &COUNTERS.map_full,
-        MapKind::Delta => &COUNTERS.map_delta,
-        MapKind::KeepAlive => &COUNTERS.map_keepalive,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    COUNTERS.map_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-}
-
-/// Counts a map session that ended.
-pub fn session_ended() {
-    COUNTERS.sessions_ended.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Counts a registration request by outcome.
-pub fn registered(outcome: Registration) {
-    COUNTERS.registrations[outcome as usize].fetch_add(1, Ordering::Relaxed);
-}
-
-/// Counts a compile of the policy for the tailnet.
-pub fn policy_compiled() {
-    COUNTERS.policy_compiles.fetch_add(1, Ordering::Relaxed);
-}
-
-/// The metrics page in Prometheus's text format.
+/// The metrics page in Prometheus's text format: the counters, and gauges read from `snap`.
 pub fn render(snap: &Snapshot) -> String {
-    let c = &COUNTERS;
-    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    metric(
-        "headscale_mapresponse_sent_total",
-        "counter",
-        "Map messages sent to nodes, by kind.",
-        &[
-            ("{type=\"full\"}", get(&c.map_full)),
-            ("{type=\"delta\"}", get(&c.map_delta)),
-            ("{type=\"keepalive\"}", get(&c.map_keepalive)),
-        ],
-    );
-    metric("headscale_mapresponse_sent_bytes_total", "counter", "Bytes of map messages sent, as framed.", &[("", get(&c.map_bytes))]);
-    metric("headscale_mapresponse_ended_total", "counter", "Map sessions that ended.", &[("", get(&c.sessions_ended))]);
-    let outcomes: Vec<(String, u64)> = REGISTRATION_OUTCOMES
-        .iter()
-        .map(|(o, label)| (format!("{{outcome=\"{label}\"}}"), get(&c.registrations[*o as usize])))
-        .collect();
-    let outcomes: Vec<(&str, u64)> = outcomes.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-    metric("headscale_registrations_total", "counter", "Registration requests, by outcome.", &outcomes);
-    metric("headscale_policy_compiles_total", "counter", "Compiles of the policy for the whole tailnet.", &[("", get(&c.policy_compiles))]);
+    let mut out = Exposition::default();
+    counters::expose(&mut out);
     let online = snap.nodes.values().filter(|e| e.online).count() as u64;
-    metric("headscale_nodestore_nodes", "gauge", "Nodes in the tailnet.", &[("", snap.nodes.len() as u64)]);
-    metric("headscale_nodes_online", "gauge", "Nodes with an open map session.", &[("", online)]);
-    metric("headscale_users", "gauge", "Users.", &[("", snap.users.len() as u64)]);
-    metric("headscale_nodestore_snapshot_version", "gauge", "Version of the tailnet snapshot.", &[("", snap.version)]);
-    out
+    out.metric("headscale_nodestore_nodes", "gauge", "Nodes in the tailnet.", &[("", snap.nodes.len() as u64)]);
+    out.metric("headscale_nodes_online", "gauge", "Nodes with an open map session.", &[("", online)]);
+    out.metric("headscale_users", "gauge", "Users.", &[("", snap.users.len() as u64)]);
+    out.metric("headscale_nodestore_snapshot_version", "gauge", "Version of the tailnet snapshot.", &[("", snap.version)]);
+    out.into_text()
 }
 
 /// Whether `ip` may read the metrics: loopback, private (RFC 1918, RFC 4193), link-local, or
@@ -159,7 +58,7 @@ fn answer(state: &State, peer: SocketAddr, req: &Request<hyper::body::Incoming>)
 
 /// Serves the metrics listener until `stopped`.
 pub async fn serve(listener: TcpListener, state: Arc<State>, stopped: impl std::future::Future<Output = ()>) {
-    crate::app::accept_each(listener, stopped, |tcp, peer| {
+    crate::listen::accept_each(listener, stopped, |tcp, peer| {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -191,8 +90,8 @@ mod tests {
 
     #[test]
     fn the_page_counts_what_happened_and_what_is() {
-        map_sent(MapKind::Full, 100);
-        registered(Registration::Refused);
+        counters::map_sent(counters::MapKind::Full, 100);
+        counters::registered(counters::Registration::Refused);
         let page = render(&crate::testing::tailnet());
         assert!(page.contains("# TYPE headscale_mapresponse_sent_total counter"), "{page}");
         let full: u64 = page

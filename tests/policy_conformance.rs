@@ -1,10 +1,10 @@
 //! Runs the policy conformance corpus captured from Tailscale's control plane
-//! (`../shared/compat/tailscale-saas`, beside the repository) and checks that only the known
+//! (`testdata/compat/tailscale-saas`) and checks that only the known
 //! exceptions fail.
 
 use std::path::PathBuf;
 
-use headscale::policy::conformance;
+use headscale::conformance;
 
 /// Cases this engine cannot pass, each with the reason; the goal is none.
 const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[
@@ -26,9 +26,9 @@ const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[
 
 #[test]
 fn tailscale_saas_corpus() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/compat/tailscale-saas");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/compat/tailscale-saas");
     let report = conformance::run(&dir)
-        .unwrap_or_else(|e| panic!("{e} (the shared corpus is expected beside the repository, in ../shared)"));
+        .unwrap_or_else(|e| panic!("{e}"));
     print!("{report}");
     let failed = report.failed_ids();
     let unexpected: Vec<&&str> =

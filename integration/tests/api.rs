@@ -1,5 +1,5 @@
 //! The admin API against a server running in this process: every RPC through a gRPC client
-//! generated from the wire contract (`shared/docs/headscale-v1-api.md`, see `build.rs`), on
+//! generated from the wire contract (`testdata/docs/headscale-v1-api.md`, see `build.rs`), on
 //! the local socket and on the remote listener with an API key; the contract's messages and
 //! REST routes against this server's `proto/`; REST under `/api/v1` with snapshots of the JSON
 //! answers, errors included; refusal of missing, wrong and expired keys; and the CLI in local
@@ -730,7 +730,7 @@ async fn the_cli_works_locally_and_remotely_in_every_format() -> Result<()> {
 
 /// A TLS-terminating proxy with a self-signed certificate in front of `target`.
 async fn tls_proxy(target: SocketAddr) -> Result<SocketAddr> {
-    let mut tls = headscale::derp::self_signed_config(&["127.0.0.1".to_string()])?;
+    let mut tls = headscale::tls::self_signed_config(&["127.0.0.1".to_string()])?;
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -19,7 +19,7 @@ use tonic::Status;
 pub use routes::{RouteError, Routes};
 
 use crate::grpc::{authorize, AdminService, FILE_DESCRIPTOR_SET};
-use crate::http::Body;
+use crate::response::Body;
 use crate::state::State;
 
 /// The largest request body read (a policy is the biggest thing sent).

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -23,6 +21,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use super::CliError;
 use crate::config::Config;
 use crate::grpc::pb::headscale_service_client::HeadscaleServiceClient;
+use crate::tls::{TlsError, Trust};
 
 /// A connected admin API client.
 pub type Client = HeadscaleServiceClient<InterceptedService<Channel, Bearer>>;
@@ -161,66 +160,13 @@ async fn connect_remote(config: &Config, timeout: Duration) -> Result<Client, Cl
 /// The TLS settings for a remote server: HTTP/2 by ALPN, the system's roots, or no
 /// certificate verification at all with `insecure`.
 fn tls_config(insecure: bool) -> Result<rustls::ClientConfig, CliError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CliError::Tls(e.to_string()))?;
-    let mut config = if insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(SkipVerification(provider))).with_no_client_auth()
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        let found = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            return Err(CliError::Tls(format!(
-                "no trusted root certificates found on this system ({} errors); set cli.insecure to skip verification",
-                found.errors.len()
-            )));
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
+    let trust = if insecure { Trust::Anything } else { Trust::SystemRoots };
+    let mut config = crate::tls::client_config(trust).map_err(|e| match e {
+        TlsError::NoRoots { .. } => CliError::Tls(format!("{e}; set cli.insecure to skip verification")),
+        e => CliError::Tls(e.to_string()),
+    })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
-}
-
-/// `cli.insecure`: accepts any certificate for any name, but still checks that the server
-/// holds the key of the certificate it sent.
-#[derive(Debug)]
-pub(crate) struct SkipVerification(pub(crate) Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for SkipVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::output::Outcome;
 use super::CliError;
-use crate::policy::conformance;
+use crate::conformance;
 
 /// `debug …`
 #[derive(Debug, Subcommand)]
@@ -16,7 +16,7 @@ pub enum DebugCommand {
     /// Compare the policy engine with captured Tailscale results: one line per category,
     /// then each failed case with its first difference; fails when any case fails.
     PolicyConformance {
-        /// A directory laid out like shared/compat/tailscale-saas (one sub-directory per category).
+        /// A directory laid out like testdata/compat/tailscale-saas (one sub-directory per category).
         dir: PathBuf,
     },
 }

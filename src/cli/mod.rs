@@ -14,7 +14,6 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 
 pub use debug::DebugCommand;
 pub use output::{format_error, OutputFormat};
-pub(crate) use client::SkipVerification;
 
 use crate::config::Config;
 

@@ -15,7 +15,7 @@ use http::{Request, Response, StatusCode};
 
 pub use upgrade::upgrade;
 
-use crate::http::{text, Body};
+use crate::response::{text, Body};
 use crate::mapper::MapContext;
 use crate::state::State;
 use crate::tailcfg::{MachineKey, PrivateKey};

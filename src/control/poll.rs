@@ -15,9 +15,9 @@ use tokio::time::Instant;
 
 use super::wire::MapFrame;
 use super::Control;
-use crate::http::{empty, text, Body};
+use crate::response::{empty, text, Body};
 use crate::mapper::{full_map, SessionView};
-use crate::metrics::{self, MapKind};
+use crate::counters::{self, MapKind};
 use crate::model::NodeId;
 use crate::state::State;
 use crate::tailcfg::{MachineKey, MapRequest, MapResponse};
@@ -87,7 +87,7 @@ pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -
 
 /// Counts a framed map message in the metrics.
 fn counted(kind: MapKind, frame: MapFrame) -> MapFrame {
-    metrics::map_sent(kind, frame.len());
+    counters::map_sent(kind, frame.len());
     frame
 }
 
@@ -186,7 +186,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        metrics::session_ended();
+        counters::session_ended();
         tracing::debug!(node = self.id, "map session ended");
     }
 }

@@ -3,9 +3,9 @@
 use http::{Response, StatusCode};
 
 use super::Control;
-use crate::http::{json, text, Body};
+use crate::response::{json, text, Body};
 use crate::mapper::TAGGED_DEVICES_USER_ID;
-use crate::metrics::{self, Registration};
+use crate::counters::{self, Registration};
 use crate::state::{NodeEntry, RegisterError, RegisterOutcome};
 use crate::tailcfg::{MachineKey, RegisterLogin, RegisterRequest, RegisterResponse, RegisterUser};
 
@@ -17,7 +17,7 @@ pub async fn handle(ctrl: &Control, machine_key: MachineKey, body: &[u8]) -> Res
     };
     let node_key = req.node_key;
     let outcome = ctrl.state.register(machine_key, req).await;
-    metrics::registered(match &outcome {
+    counters::registered(match &outcome {
         Ok(RegisterOutcome::Authorized(_)) => Registration::Authorized,
         Ok(RegisterOutcome::NeedsAuth(_)) => Registration::NeedsAuth,
         Ok(RegisterOutcome::LoggedOut(_)) => Registration::LoggedOut,

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::{route, Control, MAX_BODY};
-use crate::http::{empty, text, Body};
+use crate::response::{empty, text, Body};
 use crate::http2::{self, HandlerFuture};
 use crate::noise::{self, early_payload, Initiation, NoiseStream};
 

@@ -5,8 +5,7 @@
 //! * [`DerpServer`] runs the DERP protocol on upgraded connections.
 //! * [`handle`] is the hyper handler for `/derp`, `/derp/latency-check` and
 //!   `/derp/probe`.
-//! * [`serve_tls`] runs a TLS listener serving that handler;
-//!   [`self_signed_config`] makes a TLS configuration for it.
+//! * [`serve_tls`] runs a TLS listener serving that handler.
 //! * [`serve_stun`] answers STUN Binding Requests on a UDP socket.
 
 pub mod frame;
@@ -19,4 +18,4 @@ pub use self::frame::{Frame, FrameError, FrameType, PeerGoneReason, MAGIC, MAX_F
 pub use self::http::handle;
 pub use self::server::{admit_all, Admission, ConnError, DerpServer, DerpStats};
 pub use self::stun::serve_stun;
-pub use self::tls::{config_from_der, self_signed_config, serve_tls, TlsError};
+pub use self::tls::serve_tls;

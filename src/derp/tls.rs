@@ -1,9 +1,5 @@
-//! TLS listener for the DERP relay: a self-signed certificate helper and an
-//! accept loop that serves the DERP HTTP endpoints over HTTP/1.1 with
-//! upgrades.
-//!
-//! The aws-lc-rs crypto provider is passed explicitly, so nothing depends on
-//! a process-wide default provider being installed.
+//! The DERP relay's own TLS port (`derp.server.tls_listen_addr`): serves the DERP HTTP
+//! endpoints over HTTP/1.1 with upgrades.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,104 +10,32 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::http::handle;
 use super::server::DerpServer;
 
-/// Time allowed for a TLS handshake before the connection is dropped.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Time allowed for a client to send a complete request header.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Errors while building the DERP TLS configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// Generating the self-signed certificate failed.
-    #[error("generating the self-signed DERP certificate failed: {0}")]
-    Certificate(#[from] rcgen::Error),
-    /// rustls refused the protocol versions, certificate or key.
-    #[error("building the DERP TLS server configuration failed: {0}")]
-    Rustls(#[from] rustls::Error),
-}
-
-/// The crypto provider used for all DERP TLS.
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Build a rustls server configuration with a freshly generated self-signed
-/// certificate for `hostnames` (DNS names or IP addresses; the first one is
-/// also the subject common name; `localhost` if the list is empty).
-///
-/// No ALPN protocol is advertised, so clients speak HTTP/1.1.
-pub fn self_signed_config(hostnames: &[String]) -> Result<rustls::ServerConfig, TlsError> {
-    let names: Vec<String> = if hostnames.is_empty() {
-        vec!["localhost".to_owned()]
-    } else {
-        hostnames.to_vec()
-    };
-    let mut params = rcgen::CertificateParams::new(names.clone())?;
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, names[0].clone());
-    params.distinguished_name = dn;
-    let key_pair = rcgen::KeyPair::generate()?;
-    let cert = params.self_signed(&key_pair)?;
-    let cert_der: CertificateDer<'static> = cert.der().clone();
-    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
-    config_from_der(vec![cert_der], key_der)
-}
-
-/// Build a rustls server configuration from a DER certificate chain and
-/// private key (for operator-provided certificates).
-pub fn config_from_der(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<rustls::ServerConfig, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = Vec::new();
-    Ok(config)
-}
-
-/// Accept TLS connections on `listener` and serve the DERP endpoints on them
-/// until `shutdown` completes.
-///
-/// Each connection is handled in its own task. Failed handshakes and HTTP
-/// errors are logged at debug level and never stop the listener. Connections
-/// already upgraded to DERP keep running after shutdown.
-pub async fn serve_tls<F>(
+/// Accepts TLS connections on `listener` and serves the DERP endpoints on them until
+/// `shutdown` completes. Each connection runs in its own task; failed handshakes and HTTP
+/// errors are logged at debug level and never stop the listener. Connections already
+/// upgraded to DERP keep running after shutdown.
+pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     server: Arc<DerpServer>,
-    shutdown: F,
-) where
-    F: Future,
-{
+    shutdown: impl Future<Output = ()>,
+) {
     let acceptor = TlsAcceptor::from(tls);
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => r,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(error = %e, "DERP listener accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    crate::listen::accept_each(listener, shutdown, |tcp, peer| {
         let _ = tcp.set_nodelay(true);
         tokio::spawn(serve_tls_conn(acceptor.clone(), tcp, peer, server.clone()));
-    }
+    })
+    .await;
     debug!("DERP TLS listener stopped");
 }
 
@@ -150,14 +74,7 @@ mod tests {
     use tokio_rustls::TlsConnector;
 
     fn connector() -> TlsConnector {
-        let provider = crypto_provider();
-        let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::cli::SkipVerification(provider)))
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(cfg))
+        TlsConnector::from(Arc::new(crate::tls::client_config(crate::tls::Trust::Anything).unwrap()))
     }
 
     struct Listener {
@@ -168,7 +85,7 @@ mod tests {
     }
 
     async fn start() -> Listener {
-        let tls = Arc::new(self_signed_config(&["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap());
+        let tls = Arc::new(crate::tls::self_signed_config(&["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Arc::new(DerpServer::new([9u8; 32], admit_all()));
@@ -215,14 +132,6 @@ mod tests {
         let mut body = vec![0u8; len];
         r.read_exact(&mut body).await.unwrap();
         (status, head, body)
-    }
-
-    #[test]
-    fn self_signed_config_builds() {
-        let cfg = self_signed_config(&[]).unwrap();
-        assert!(cfg.alpn_protocols.is_empty());
-        let cfg = self_signed_config(&["derp.example.com".to_owned(), "::1".to_owned()]).unwrap();
-        assert!(cfg.alpn_protocols.is_empty());
     }
 
     #[tokio::test]

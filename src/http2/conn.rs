@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::frame::{self, Head, Reason};
 use super::headers;
 use super::Http2Error;
-use crate::http::{text, Body};
+use crate::response::{text, Body};
 
 /// Streams a client may have open at once.
 const MAX_STREAMS: usize = 32;

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::*;
 use crate::http2::Http2Error;
-use crate::http::text;
+use crate::response::text;
 
 const MAX_BODY: usize = 100_000;
 

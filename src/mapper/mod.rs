@@ -1,9 +1,12 @@
 //! Map generation, as pure functions: from a snapshot, the map context and the policy to
-//! MapResponses. `full` builds the first message of a session; `session` keeps what a
-//! session has sent and turns change events into deltas.
+//! MapResponses. `context` holds what shapes every map besides the snapshot (built once from
+//! the configuration); `render` builds nodes and the first, full map of a session; `session`
+//! keeps what a session has sent and turns change events into deltas.
 
+mod context;
 mod render;
 mod session;
 
-pub use render::{full_map, peer_wire, self_node, MapContext, TAGGED_DEVICES_USER_ID};
+pub use context::{Bound, MapContext};
+pub use render::{full_map, peer_wire, self_node, TAGGED_DEVICES_USER_ID};
 pub use session::SessionView;

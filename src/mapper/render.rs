@@ -12,33 +12,11 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use crate::model::{NodeId, UserId};
 use crate::policy::{NodeRules, PolicyView};
 use crate::state::{NodeEntry, Snapshot};
-use crate::tailcfg::{self, DerpMap, DnsConfig, MapResponse, RawNode, UserProfile};
+use super::MapContext;
+use crate::tailcfg::{self, MapResponse, RawNode, UserProfile};
 
 /// The user id Tailscale shows for tagged nodes.
 pub const TAGGED_DEVICES_USER_ID: UserId = 2_147_455_555;
-
-/// Everything besides the snapshot that shapes a map; built once from the configuration.
-#[derive(Debug, Clone)]
-pub struct MapContext {
-    pub base_domain: String,
-    pub derp_map: Arc<DerpMap>,
-    pub dns: Option<Arc<DnsConfig>>,
-    /// Sent in every full map: `DisableLogTail` unless the configuration enables logtail.
-    pub debug: Option<tailcfg::ClientDebug>,
-    /// The capabilities every node has, on itself and as a peer (`tailcfg::caps::baseline`).
-    pub caps: tailcfg::caps::Caps,
-}
-
-impl MapContext {
-    /// The FQDN (with trailing dot) of a node name.
-    fn fqdn(&self, given_name: &str) -> String {
-        if self.base_domain.is_empty() {
-            format!("{given_name}.")
-        } else {
-            format!("{given_name}.{}.", self.base_domain)
-        }
-    }
-}
 
 fn addresses(e: &NodeEntry) -> Vec<IpNet> {
     let n = &e.node;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use roaring::RoaringTreemap;
 
-use super::render::{peer_wire, self_node, shows, user_profiles, MapContext, TAGGED_DEVICES_USER_ID};
+use super::render::{peer_wire, self_node, shows, user_profiles, TAGGED_DEVICES_USER_ID};
+use super::MapContext;
 use crate::model::NodeId;
 use crate::policy::{compact, NodeRules};
 use crate::state::{Change, ChangeSet, Snapshot};

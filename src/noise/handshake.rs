@@ -62,7 +62,7 @@ pub struct Accepted {
 pub fn accept(server_key: &PrivateKey, init: &Initiation) -> Result<Accepted, NoiseError> {
     let params: NoiseParams = PROTOCOL.parse().expect("the protocol name is valid");
     let prologue = format!("Tailscale Control Protocol v{}", init.version);
-    let mut hs = snow::Builder::with_resolver(params, super::x25519::resolver())
+    let mut hs = snow::Builder::with_resolver(params, crate::x25519::resolver())
         .local_private_key(&server_key.0)?
         .prologue(prologue.as_bytes())?
         .build_responder()?;

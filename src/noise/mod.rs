@@ -5,7 +5,6 @@
 
 mod handshake;
 mod stream;
-pub mod x25519;
 
 pub use handshake::{accept, early_payload, Accepted, Initiation, INITIATION_LEN};
 pub use stream::{decode_frames, NoiseStream, MAX_FRAME_LEN, MAX_PLAINTEXT_LEN};

@@ -9,8 +9,6 @@
 //!   (`ssh`), capabilities (`attrs`), route auto-approval (`approve`).
 //! - [`run_tests`] checks the policy's own `tests` and `sshTests` (`tests_eval`);
 //!   [`load_policy`] does everything a policy write needs.
-//! - [`conformance`] replays the scenarios captured from Tailscale.
-//!
 //! - [`PolicyView`] is what map generation consults for one snapshot: allow-all or the
 //!   compiled policy, primary routers, and each node's rules (`view`).
 
@@ -19,7 +17,6 @@ mod approve;
 mod attrs;
 mod compile;
 mod compiled;
-pub mod conformance;
 mod fasthash;
 #[cfg(test)]
 mod fixture;
@@ -42,6 +39,7 @@ pub use alias::{Alias, AutoGroup, Role};
 pub use attrs::CapMap;
 pub use compiled::CompiledPolicy;
 pub use hujson::HujsonError;
+pub use ipset::IpRange;
 pub use parse::PolicyError;
 pub use resolve::NOT_INTERNET;
 pub use tailnet::{PolicyNode, PolicyUser};

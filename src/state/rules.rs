@@ -28,7 +28,7 @@ pub(super) fn user_domains(snap: &Snapshot) -> Vec<String> {
 
 /// `source` compiled for the snapshot's nodes.
 pub fn compile(source: Arc<ParsedPolicy>, snap: &Snapshot) -> ActivePolicy {
-    crate::metrics::policy_compiled();
+    crate::counters::policy_compiled();
     let compiled = Arc::new(CompiledPolicy::compile(&source, snap.policy_nodes()));
     ActivePolicy { source, compiled }
 }

@@ -120,7 +120,7 @@ impl PrivateKey {
 
     /// The X25519 public key of this private key.
     pub fn public(&self) -> [u8; 32] {
-        crate::noise::x25519::public_key(&self.0)
+        crate::x25519::public_key(&self.0)
     }
 }
 

@@ -1,18 +1,19 @@
-//! TLS with the server's own certificate (`tls_cert_path`, `tls_key_path`, PEM files): the
-//! rustls configuration for the main listener, the remote gRPC listener and the DERP TLS
-//! port, and the handshake every accepted connection goes through.
+//! The server side: the rustls configuration for the main listener, the remote gRPC listener
+//! and the DERP TLS port, from the server's own certificate (`tls_cert_path`, `tls_key_path`,
+//! PEM files) or a freshly made self-signed one, and the handshake every accepted connection
+//! goes through.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::{crypto_provider, TlsError};
 use crate::config::Config;
-use crate::derp::config_from_der;
 
 /// Time allowed for a client's TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,7 +28,7 @@ pub enum CertError {
     #[error("cannot read the private key {path}: {message}")]
     Key { path: String, message: String },
     #[error("the certificate {cert} and key {key} do not make a TLS configuration: {source}")]
-    Config { cert: String, key: String, source: crate::derp::TlsError },
+    Config { cert: String, key: String, source: TlsError },
 }
 
 /// The server's certificate and key as a rustls configuration offering `alpn`; `None` when
@@ -57,5 +58,45 @@ pub async fn accept(acceptor: &TlsAcceptor, tcp: TcpStream) -> std::io::Result<T
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(done) => done,
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+    }
+}
+
+/// A server configuration with a freshly made self-signed certificate for `hostnames` (DNS
+/// names or IP addresses; the first is also the subject's common name; `localhost` if the
+/// list is empty). No ALPN protocol is offered, so clients speak HTTP/1.1.
+pub fn self_signed_config(hostnames: &[String]) -> Result<rustls::ServerConfig, TlsError> {
+    let names: Vec<String> = if hostnames.is_empty() { vec!["localhost".to_owned()] } else { hostnames.to_vec() };
+    let mut params = rcgen::CertificateParams::new(names.clone())?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, names[0].clone());
+    params.distinguished_name = dn;
+    let key_pair = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key_pair)?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    config_from_der(vec![cert.der().clone()], key)
+}
+
+/// A server configuration from a DER certificate chain and its private key, offering no ALPN
+/// protocol.
+pub fn config_from_der(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    Ok(rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_configs_offer_no_alpn() {
+        let cfg = self_signed_config(&[]).unwrap();
+        assert!(cfg.alpn_protocols.is_empty());
+        let cfg = self_signed_config(&["derp.example.com".to_owned(), "::1".to_owned()]).unwrap();
+        assert!(cfg.alpn_protocols.is_empty());
     }
 }
