@@ -60,7 +60,11 @@ fn delta_fanout(c: &mut Criterion) {
     let mut changed = node(5, Some(6));
     changed.endpoints = vec!["198.51.100.5:41641".parse().expect("valid")];
     snap.put_node(NodeEntry::new(changed, true));
-    let patch = PeerChange { node_id: 5, endpoints: Some(vec!["198.51.100.5:41641".parse().expect("valid")]), ..Default::default() };
+    let patch = PeerChange {
+        node_id: 5,
+        endpoints: Some(vec!["198.51.100.5:41641".parse().expect("valid")]),
+        ..Default::default()
+    };
     let set = ChangeSet { version: 2, changes: vec![Change::Node { id: 5, patch: Some(patch) }] };
     let mut g = c.benchmark_group("delta_fanout");
     g.throughput(Throughput::Elements(sessions as u64));

@@ -182,7 +182,8 @@ fn policy(c: &mut Criterion) {
     // derive only theirs (what the server does), against deriving every node's.
     let mut moved = nodes.clone();
     let owner = moved[0].user.clone().expect("the first node belongs to a user");
-    moved[0].user = Some(PolicyUser { id: owner.id + 1, name: format!("{}x", owner.name), email: format!("x{}", owner.email) });
+    moved[0].user =
+        Some(PolicyUser { id: owner.id + 1, name: format!("{}x", owner.name), email: format!("x{}", owner.email) });
     let recompiled = CompiledPolicy::compile(&parsed, moved.clone());
     let affected = recompiled.affected_since(&compiled).expect("one changed node is tracked");
     println!("policy: one node changing owner affects {} of {NODES} nodes", affected.len());

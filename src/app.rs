@@ -11,16 +11,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio_rustls::TlsAcceptor;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::control::Control;
 use crate::db::{Db, DbError};
 use crate::derp::{self, DerpServer};
-use crate::router::Router;
 use crate::mapper::{Bound, MapContext};
+use crate::router::Router;
 use crate::state::{Change, State, StateError};
 use crate::tailcfg::{NodeKey, PrivateKey};
 
@@ -161,7 +161,9 @@ async fn bind_tcp(what: &'static str, addr: &str) -> Result<TcpListener, AppErro
 pub async fn start(mut config: Config) -> Result<Running, AppError> {
     reject_unsupported(&config)?;
     if !config.derp.urls.is_empty() || !config.derp.paths.is_empty() {
-        tracing::warn!("derp.urls and derp.paths are not read by this version; only the embedded DERP region is served");
+        tracing::warn!(
+            "derp.urls and derp.paths are not read by this version; only the embedded DERP region is served"
+        );
     }
     if !config.oidc.is_null() {
         tracing::warn!("OIDC is not supported by this version; use pre-auth keys or `headscale auth register`");
@@ -257,7 +259,17 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         tasks.push(tokio::spawn(crate::grpc::serve_tcp(l, tls, state.clone(), stopped())));
     }
     tracing::info!(%listen_addr, derp_tls = ?derp_tls_addr, stun = ?stun_addr, socket = %config.unix_socket.display(), "headscale is serving");
-    Ok(Running { state, listen_addr, derp_tls_addr, stun_addr, grpc_addr, metrics_addr, derp: derp_server, shutdown, tasks })
+    Ok(Running {
+        state,
+        listen_addr,
+        derp_tls_addr,
+        stun_addr,
+        grpc_addr,
+        metrics_addr,
+        derp: derp_server,
+        shutdown,
+        tasks,
+    })
 }
 
 /// With `listen_addr` on port 0, the server URL names the port actually bound.
@@ -303,7 +315,11 @@ async fn serve_connection(io: impl AsyncRead + AsyncWrite + Unpin + Send + 'stat
 
 /// Closes the DERP connections of node keys that no longer exist (deleted nodes, rotated
 /// keys), so admission holds for connections already open, not only for new ones.
-async fn evict_unknown_derp_clients(state: Arc<State>, derp: Arc<DerpServer>, stopped: impl std::future::Future<Output = ()>) {
+async fn evict_unknown_derp_clients(
+    state: Arc<State>,
+    derp: Arc<DerpServer>,
+    stopped: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(stopped);
     let mut changes = state.subscribe();
     loop {

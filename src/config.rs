@@ -226,7 +226,9 @@ impl Postgres {
             Value::Bool(b) => b.to_string(),
             Value::String(s) => s.clone(),
             Value::Null => "false".into(),
-            other => return Err(invalid("database.postgres.ssl", format!("{other:?} is not true, false or an sslmode"))),
+            other => {
+                return Err(invalid("database.postgres.ssl", format!("{other:?} is not true, false or an sslmode")))
+            }
         };
         Ok(match text.as_str() {
             "false" | "False" | "FALSE" | "f" | "F" | "0" | "disable" => SslMode::Disable,
@@ -237,7 +239,9 @@ impl Postgres {
             other => {
                 return Err(invalid(
                     "database.postgres.ssl",
-                    format!("{other:?} is not one of true, false, disable, allow, prefer, require, verify-ca, verify-full"),
+                    format!(
+                        "{other:?} is not one of true, false, disable, allow, prefer, require, verify-ca, verify-full"
+                    ),
                 ))
             }
         })
@@ -488,7 +492,8 @@ impl Config {
             .or_else(|| search_paths().into_iter().find(|p| p.is_file()));
         let (mut tree, source) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(&p).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
                 let tree: Value = serde_yaml::from_str(&text)
                     .map_err(|source| ConfigError::Parse { path: p.display().to_string(), source })?;
                 let tree = if tree.is_null() { Value::Mapping(Default::default()) } else { tree };
@@ -505,7 +510,8 @@ impl Config {
             Source::File(p) => p.display().to_string(),
             Source::Embedded(_) => "embedded default".to_string(),
         };
-        let config: Config = serde_yaml::from_value(tree).map_err(|source| ConfigError::Parse { path: origin, source })?;
+        let config: Config =
+            serde_yaml::from_value(tree).map_err(|source| ConfigError::Parse { path: origin, source })?;
         config.validate()?;
         Ok((config, source))
     }
@@ -572,7 +578,10 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", format!("{:?} is not one of text, json", self.log.format)));
         }
-        if !matches!(self.log.level.as_str(), "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "panic" | "disabled") {
+        if !matches!(
+            self.log.level.as_str(),
+            "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "panic" | "disabled"
+        ) {
             return Err(invalid("log.level", format!("{:?} is not a log level", self.log.level)));
         }
         if !matches!(self.policy.mode.as_str(), "file" | "database") {

@@ -111,13 +111,28 @@ pub fn expose(out: &mut Exposition) {
             ("{type=\"keepalive\"}", get(&c.map_keepalive)),
         ],
     );
-    out.metric("headscale_mapresponse_sent_bytes_total", "counter", "Bytes of map messages sent, as framed.", &[("", get(&c.map_bytes))]);
-    out.metric("headscale_mapresponse_ended_total", "counter", "Map sessions that ended.", &[("", get(&c.sessions_ended))]);
+    out.metric(
+        "headscale_mapresponse_sent_bytes_total",
+        "counter",
+        "Bytes of map messages sent, as framed.",
+        &[("", get(&c.map_bytes))],
+    );
+    out.metric(
+        "headscale_mapresponse_ended_total",
+        "counter",
+        "Map sessions that ended.",
+        &[("", get(&c.sessions_ended))],
+    );
     let outcomes: Vec<(String, u64)> = REGISTRATION_OUTCOMES
         .iter()
         .map(|(o, label)| (format!("{{outcome=\"{label}\"}}"), get(&c.registrations[*o as usize])))
         .collect();
     let outcomes: Vec<(&str, u64)> = outcomes.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     out.metric("headscale_registrations_total", "counter", "Registration requests, by outcome.", &outcomes);
-    out.metric("headscale_policy_compiles_total", "counter", "Compiles of the policy for the whole tailnet.", &[("", get(&c.policy_compiles))]);
+    out.metric(
+        "headscale_policy_compiles_total",
+        "counter",
+        "Compiles of the policy for the whole tailnet.",
+        &[("", get(&c.policy_compiles))],
+    );
 }

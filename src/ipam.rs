@@ -81,7 +81,8 @@ impl Ipam {
         let host_count = 1u128 << (32 - net.prefix_len());
         let base = u32::from(net.network()) as u128;
         let mut next = self.next_v4;
-        let ip = self.pick(IpNet::V4(net), host_count, &mut next, |off| IpAddr::V4(Ipv4Addr::from((base + off) as u32)))?;
+        let ip =
+            self.pick(IpNet::V4(net), host_count, &mut next, |off| IpAddr::V4(Ipv4Addr::from((base + off) as u32)))?;
         self.next_v4 = next;
         match ip {
             IpAddr::V4(a) => Ok(Some(a)),

@@ -28,7 +28,9 @@ async fn serve(config: Config, source: Source) -> Result<(), Box<dyn std::error:
     headscale::alloc::tune_for_server();
     match &source {
         Source::File(p) => tracing::info!(config = %p.display(), "configuration loaded"),
-        Source::Embedded(dir) => tracing::info!(data = %dir.display(), "no config file found: running on the embedded default"),
+        Source::Embedded(dir) => {
+            tracing::info!(data = %dir.display(), "no config file found: running on the embedded default")
+        }
     }
     let running = headscale::app::start(config).await?;
     headscale::alloc::spawn_trimmer();

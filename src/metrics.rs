@@ -23,7 +23,12 @@ pub fn render(snap: &Snapshot) -> String {
     out.metric("headscale_nodestore_nodes", "gauge", "Nodes in the tailnet.", &[("", snap.nodes.len() as u64)]);
     out.metric("headscale_nodes_online", "gauge", "Nodes with an open map session.", &[("", online)]);
     out.metric("headscale_users", "gauge", "Users.", &[("", snap.users.len() as u64)]);
-    out.metric("headscale_nodestore_snapshot_version", "gauge", "Version of the tailnet snapshot.", &[("", snap.version)]);
+    out.metric(
+        "headscale_nodestore_snapshot_version",
+        "gauge",
+        "Version of the tailnet snapshot.",
+        &[("", snap.version)],
+    );
     out.into_text()
 }
 
@@ -80,7 +85,16 @@ mod tests {
 
     #[test]
     fn only_local_private_and_tailscale_addresses_are_answered() {
-        for ok in ["127.0.0.1", "10.1.2.3", "172.20.0.2", "192.168.1.1", "100.64.0.7", "::1", "fd7a:115c:a1e0::1", "::ffff:10.0.0.1"] {
+        for ok in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.20.0.2",
+            "192.168.1.1",
+            "100.64.0.7",
+            "::1",
+            "fd7a:115c:a1e0::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(allowed(ok.parse().unwrap()), "{ok}");
         }
         for no in ["8.8.8.8", "100.128.0.1", "2001:db8::1", "::ffff:1.1.1.1"] {

@@ -67,10 +67,9 @@ impl Router {
             ("GET", p) if p.starts_with("/register/") => register_page(&p["/register/".len()..]),
             ("POST", "/verify") => self.verify(req).await,
             (_, p) if p.starts_with("/api/v1/") => crate::api::handle(state.clone(), req).await,
-            (_, p) if p.starts_with("/machine/") => text(
-                StatusCode::NOT_FOUND,
-                "machine endpoints exist only inside the ts2021 Noise channel",
-            ),
+            (_, p) if p.starts_with("/machine/") => {
+                text(StatusCode::NOT_FOUND, "machine endpoints exist only inside the ts2021 Noise channel")
+            }
             (_, p) if p == "/derp" || p.starts_with("/derp/") || p == "/generate_204" => match &self.derp {
                 Some(d) => crate::derp::handle(d.clone(), req).await.map(|b| b.map_err(|e| match e {}).boxed()),
                 None => text(StatusCode::NOT_FOUND, "the embedded DERP server is not enabled"),

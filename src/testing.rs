@@ -72,10 +72,7 @@ pub fn user(id: u64, name: &str) -> User {
 
 /// Three nodes: two of user 1 (online), one tagged (offline).
 pub fn tailnet() -> Snapshot {
-    Snapshot::build(
-        [user(1, "alice")],
-        [(node(1, Some(1)), true), (node(2, Some(1)), true), (node(3, None), false)],
-    )
+    Snapshot::build([user(1, "alice")], [(node(1, Some(1)), true), (node(2, Some(1)), true), (node(3, None), false)])
 }
 
 /// `n` nodes spread over `users` users, all online.

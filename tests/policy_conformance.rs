@@ -27,8 +27,7 @@ const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[
 #[test]
 fn tailscale_saas_corpus() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/compat/tailscale-saas");
-    let report = conformance::run(&dir)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let report = conformance::run(&dir).unwrap_or_else(|e| panic!("{e}"));
     print!("{report}");
     let failed = report.failed_ids();
     let unexpected: Vec<&&str> =

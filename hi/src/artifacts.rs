@@ -16,8 +16,8 @@ use integration::protocol::Request;
 use integration::scenario::World;
 use serde_json::json;
 
-use crate::{docker, postgres};
 use crate::world::{DockerWorld, CONTROL_PORT, DATA_DIR, MAPRESPONSE_DIR, METRICS_PORT};
+use crate::{docker, postgres};
 use integration::http::get as http_get;
 
 /// The directory of one scenario's artifacts, created under `control_logs/`.
@@ -76,7 +76,8 @@ async fn client_statuses(world: &DockerWorld, dir: &Path) -> Result<()> {
     let clients = world.clients();
     for (name, c) in &clients {
         let report = if docker::state(&world.docker, &c.container).await?.0 {
-            let status = world.ask(name, &Request::Status).await.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+            let status =
+                world.ask(name, &Request::Status).await.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
             let mut peers = serde_json::Map::new();
             for other in clients.keys().filter(|o| *o != name) {
                 let seen = world
@@ -86,7 +87,8 @@ async fn client_statuses(world: &DockerWorld, dir: &Path) -> Result<()> {
                 peers.insert(other.clone(), seen);
             }
             if c.kind == integration::scenario::ClientKind::Go {
-                let map = world.ask(name, &Request::NetMap).await.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+                let map =
+                    world.ask(name, &Request::NetMap).await.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
                 write(dir, &format!("{name}.netmap.json"), serde_json::to_string_pretty(&map)?)?;
             }
             json!({ "container": c.container, "ip": c.ip, "client": c.kind.name(), "status": status, "peers": peers })
@@ -103,11 +105,9 @@ async fn pages(world: &DockerWorld, dir: &Path) -> Result<()> {
     let main = SocketAddr::from((world.server_ip, CONTROL_PORT));
     let metrics = SocketAddr::from((world.server_ip, METRICS_PORT));
     let mut report = String::new();
-    for (addr, path, file) in [
-        (main, "/health", "health.txt"),
-        (main, "/version", "version.txt"),
-        (metrics, "/metrics", "metrics.txt"),
-    ] {
+    for (addr, path, file) in
+        [(main, "/health", "health.txt"), (main, "/version", "version.txt"), (metrics, "/metrics", "metrics.txt")]
+    {
         match http_get(addr, path).await {
             Ok((200, body)) => write(dir, file, body)?,
             Ok((code, _)) => report.push_str(&format!("GET http://{addr}{path}: HTTP {code}\n")),

@@ -78,8 +78,12 @@ pub async fn create_network(docker: &Docker, name: &str, run: &str) -> Result<Ne
             }]),
             ..Default::default()
         };
-        let real =
-            NetworkCreateRequest { name: name.to_string(), labels: Some(labels.clone()), ipam: Some(ipam), ..Default::default() };
+        let real = NetworkCreateRequest {
+            name: name.to_string(),
+            labels: Some(labels.clone()),
+            ipam: Some(ipam),
+            ..Default::default()
+        };
         match docker.create_network(real).await {
             Ok(_) => return Ok(Network { name: name.to_string(), subnet }),
             // Another network took the subnet in the meantime: ask again.
@@ -133,9 +137,8 @@ pub async fn create_container(docker: &Docker, run: &str, spec: &ContainerSpec) 
             sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone()),
             ..Default::default()
         }),
-        networking_config: (spec.network != "none").then(|| NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(spec.network.clone(), endpoint)])),
-        }),
+        networking_config: (spec.network != "none")
+            .then(|| NetworkingConfig { endpoints_config: Some(HashMap::from([(spec.network.clone(), endpoint)])) }),
         ..Default::default()
     };
     docker
@@ -202,10 +205,7 @@ pub async fn address(docker: &Docker, name: &str, network: &str) -> Result<Ipv4A
 /// Cuts a container off a network.
 pub async fn disconnect(docker: &Docker, network: &str, container: &str) -> Result<()> {
     let req = NetworkDisconnectRequest { container: container.to_string(), force: Some(true) };
-    docker
-        .disconnect_network(network, req)
-        .await
-        .with_context(|| format!("disconnecting {container} from {network}"))
+    docker.disconnect_network(network, req).await.with_context(|| format!("disconnecting {container} from {network}"))
 }
 
 /// Connects a container to a network again, at `ip`.

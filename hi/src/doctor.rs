@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use integration::scenario::ServerSetup;
 
 use crate::world::{DockerWorld, CONTROL_PORT};
-use integration::http::get as http_get;
 use crate::{docker, image, postgres};
+use integration::http::get as http_get;
 
 fn tool(cmd: &str, args: &[&str]) -> Result<String> {
     let o = Command::new(cmd).args(args).output().with_context(|| format!("cannot run {cmd}"))?;
@@ -100,12 +100,13 @@ async fn server_smoke(d: &bollard::Docker, tag: &str) -> Result<String> {
 pub async fn doctor(quick: bool) -> Result<ExitCode> {
     let mut c = Checks::default();
     let engine = docker::connect().await;
-    let version = match &engine {
-        Ok(d) => d.version().await.map_err(anyhow::Error::from).map(|v| {
-            format!("server {}, API {}", v.version.unwrap_or_default(), v.api_version.unwrap_or_default())
-        }),
-        Err(e) => Err(anyhow::anyhow!("{e:#}")),
-    };
+    let version =
+        match &engine {
+            Ok(d) => d.version().await.map_err(anyhow::Error::from).map(|v| {
+                format!("server {}, API {}", v.version.unwrap_or_default(), v.api_version.unwrap_or_default())
+            }),
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        };
     let engine_ok = c.check(
         "Docker engine",
         version,
@@ -113,7 +114,11 @@ pub async fn doctor(quick: bool) -> Result<ExitCode> {
     )
     .is_some();
     c.check("disk space", free_space(), "free disk space or run from a larger file system");
-    c.check("cargo (builds headscale, tsnode and gonode)", tool("cargo", &["--version"]), "install the Rust toolchain with rustup");
+    c.check(
+        "cargo (builds headscale, tsnode and gonode)",
+        tool("cargo", &["--version"]),
+        "install the Rust toolchain with rustup",
+    );
     c.check("ldd (finds the libraries the image needs)", tool("ldd", &["--version"]), "apt-get install libc-bin");
     c.check("strip (keeps the image small)", tool("strip", &["--version"]), "apt-get install binutils");
     c.check(
@@ -147,7 +152,8 @@ pub async fn doctor(quick: bool) -> Result<ExitCode> {
     };
     let started = Instant::now();
     let made = image::ensure_image(&d, &bins).await;
-    let shown = made.as_ref().map(|t| format!("{t} in {:.0?}", started.elapsed())).map_err(|e| anyhow::anyhow!("{e:#}"));
+    let shown =
+        made.as_ref().map(|t| format!("{t} in {:.0?}", started.elapsed())).map_err(|e| anyhow::anyhow!("{e:#}"));
     let fix = "see the error: the image is a tar of the binaries and their libraries, imported with `docker import`";
     if c.check("the image builds without a registry", shown, fix).is_some() {
         let tag = made?;

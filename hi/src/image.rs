@@ -120,14 +120,18 @@ pub async fn ensure_image(docker: &Docker, bins: &Binaries) -> Result<String> {
     }
     let caddy = std::fs::read(&bins.caddy).with_context(|| format!("reading {}", bins.caddy.display()))?;
     fs.file(CADDY, 0o755, caddy);
-    fs.file("/etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
-        .file("/etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n")
-        .file("/etc/nsswitch.conf", 0o644, "passwd: files\ngroup: files\nhosts: files dns\n")
-        .dir("/tmp", 0o1777, 0)
-        .dir("/root", 0o700, 0)
-        .dir("/var/lib/headscale", 0o755, 0)
-        .dir("/var/lib/tsnode", 0o755, 0)
-        .dir("/var/lib/gonode", 0o755, 0)
-        .dir("/etc/headscale", 0o755, 0);
+    fs.file(
+        "/etc/passwd",
+        0o644,
+        "root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .file("/etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n")
+    .file("/etc/nsswitch.conf", 0o644, "passwd: files\ngroup: files\nhosts: files dns\n")
+    .dir("/tmp", 0o1777, 0)
+    .dir("/root", 0o700, 0)
+    .dir("/var/lib/headscale", 0o755, 0)
+    .dir("/var/lib/tsnode", 0o755, 0)
+    .dir("/var/lib/gonode", 0o755, 0)
+    .dir("/etc/headscale", 0o755, 0);
     fs.import(docker, REPOSITORY, &["ENV PATH=/bin"]).await
 }

@@ -127,7 +127,10 @@ pub async fn ensure_image(docker: &Docker, run: &str) -> Result<String> {
             bail!("initdb exited with {code}:\n{log}");
         }
         let opts = CommitContainerOptionsBuilder::new().container(&name).repo(REPOSITORY).tag(hash).build();
-        docker.commit_container(opts, ContainerConfig::default()).await.context("committing the initialized cluster")?;
+        docker
+            .commit_container(opts, ContainerConfig::default())
+            .await
+            .context("committing the initialized cluster")?;
         anyhow::Ok(())
     }
     .await;
@@ -138,7 +141,14 @@ pub async fn ensure_image(docker: &Docker, run: &str) -> Result<String> {
 }
 
 /// Starts PostgreSQL as `name` on `network` at `ip` and waits until it accepts connections.
-pub async fn start(docker: &Docker, run: &str, name: &str, image: &str, network: &str, ip: std::net::Ipv4Addr) -> Result<()> {
+pub async fn start(
+    docker: &Docker,
+    run: &str,
+    name: &str,
+    image: &str,
+    network: &str,
+    ip: std::net::Ipv4Addr,
+) -> Result<()> {
     let spec = ContainerSpec {
         name: name.to_string(),
         image: image.to_string(),

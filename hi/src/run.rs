@@ -62,8 +62,7 @@ struct Row {
 /// Runs the matching scenarios; the exit code is a failure if any failed.
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let all = scenarios::all();
-    let chosen: Vec<&Scenario> =
-        all.iter().filter(|s| args.patterns.iter().any(|p| glob_match(p, s.name))).collect();
+    let chosen: Vec<&Scenario> = all.iter().filter(|s| args.patterns.iter().any(|p| glob_match(p, s.name))).collect();
     if chosen.is_empty() {
         let names: Vec<&str> = all.iter().map(|s| s.name).collect();
         bail!("no scenario matches {:?}; there are: {}", args.patterns, names.join(", "));
@@ -190,18 +189,19 @@ async fn run_one(
     dir: &std::path::Path,
     keep: bool,
 ) -> Result<(Outcome, Vec<String>)> {
-    let world = match DockerWorld::start(docker, spec.run, spec.prefix, spec.image, &scenario.setup, spec.postgres).await {
-        Ok(w) => Arc::new(w),
-        Err(e) if e.is::<PostgresUnusable>() => return Err(e),
-        Err(e) => {
-            let outcome = match skip_if_unsupported(e) {
-                Ok(Verdict::Skipped(why)) => Outcome::Skipped(why),
-                Ok(Verdict::Passed) => Outcome::Passed,
-                Err(e) => Outcome::Failed(format!("setting up: {e:#}")),
-            };
-            return Ok((outcome, Vec::new()));
-        }
-    };
+    let world =
+        match DockerWorld::start(docker, spec.run, spec.prefix, spec.image, &scenario.setup, spec.postgres).await {
+            Ok(w) => Arc::new(w),
+            Err(e) if e.is::<PostgresUnusable>() => return Err(e),
+            Err(e) => {
+                let outcome = match skip_if_unsupported(e) {
+                    Ok(Verdict::Skipped(why)) => Outcome::Skipped(why),
+                    Ok(Verdict::Passed) => Outcome::Passed,
+                    Err(e) => Outcome::Failed(format!("setting up: {e:#}")),
+                };
+                return Ok((outcome, Vec::new()));
+            }
+        };
     let tailnet = Tailnet::new(world.clone(), client);
     let body = async {
         match (scenario.run)(tailnet.clone()).await {

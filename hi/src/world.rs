@@ -15,10 +15,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use bollard::Docker;
+use integration::http::get as http_get;
 use integration::protocol::Request;
 use integration::scenario::{ClientKind, ClientSpec, ServerSetup, World, WorldError, ECHO_PORT};
 use serde_json::Value;
-use integration::http::get as http_get;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -299,7 +299,11 @@ impl World for DockerWorld {
         }
         if !spec.tags.is_empty() {
             if spec.kind == ClientKind::Rs {
-                return Err(WorldError::ClientCannot { client: ClientKind::Rs, what: "ask for tags (tailscale-rs drops them)" }.into());
+                return Err(WorldError::ClientCannot {
+                    client: ClientKind::Rs,
+                    what: "ask for tags (tailscale-rs drops them)",
+                }
+                .into());
             }
             cmd.extend(["--tags".into(), spec.tags.join(",")]);
         }
@@ -350,7 +354,8 @@ impl World for DockerWorld {
             BufReader::new(sock).read_line(&mut line).await?;
             anyhow::Ok(line)
         };
-        let line = timeout(ASK_TIMEOUT, exchange).await.with_context(|| format!("{client} did not answer `{request}`"))??;
+        let line =
+            timeout(ASK_TIMEOUT, exchange).await.with_context(|| format!("{client} did not answer `{request}`"))??;
         let answer: Value =
             serde_json::from_str(&line).with_context(|| format!("{client} answered `{request}` with {line:?}"))?;
         match answer.get("error").and_then(Value::as_str) {

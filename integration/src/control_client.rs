@@ -69,7 +69,12 @@ impl ControlClient {
     /// Sends a registration request that asks for `tags` (as `tailscale up --advertise-tags`
     /// does), with a pre-auth key, or as the follow-up of an interactive registration, or with
     /// neither to start one; returns the server's answer.
-    pub async fn register_requesting(&self, authkey: Option<&str>, followup: Option<&str>, tags: &[&str]) -> Result<RegisterAnswer> {
+    pub async fn register_requesting(
+        &self,
+        authkey: Option<&str>,
+        followup: Option<&str>,
+        tags: &[&str],
+    ) -> Result<RegisterAnswer> {
         let conn = self.connect().await?;
         let request = RegisterRequest {
             version: ts_capabilityversion::CapabilityVersion::CURRENT,

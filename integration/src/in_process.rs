@@ -106,7 +106,11 @@ impl World for InProcessWorld {
             ),
             ClientKind::Rs => {
                 if !spec.tags.is_empty() {
-                    return Err(WorldError::ClientCannot { client: ClientKind::Rs, what: "ask for tags (tailscale-rs drops them)" }.into());
+                    return Err(WorldError::ClientCannot {
+                        client: ClientKind::Rs,
+                        what: "ask for tags (tailscale-rs drops them)",
+                    }
+                    .into());
                 }
                 Arc::new(
                     Node::start(NodeSpec {
@@ -153,8 +157,11 @@ impl World for InProcessWorld {
     }
 
     async fn kill_server(&self) -> Result<()> {
-        Err(WorldError::Unsupported { world: "in-process", what: "kill the server (it is this process; run it with `hi`)" }
-            .into())
+        Err(WorldError::Unsupported {
+            world: "in-process",
+            what: "kill the server (it is this process; run it with `hi`)",
+        }
+        .into())
     }
 
     async fn restart_server(&self) -> Result<()> {

@@ -133,7 +133,9 @@ impl Node {
                 serde_json::to_value(self.status().await?)?
             }
             Request::NetMap => bail!("tailscale-rs shows no raw map; run the scenario with the official client"),
-            Request::TcpName(..) => bail!("tailscale-rs resolves no MagicDNS names; run the scenario with the official client"),
+            Request::TcpName(..) => {
+                bail!("tailscale-rs resolves no MagicDNS names; run the scenario with the official client")
+            }
             // tailscale-rs uploads no logs and dials only the control server and its DERP map.
             Request::Health => serde_json::to_value(ClientHealth::default())?,
         })
@@ -185,7 +187,8 @@ impl Node {
 
     async fn peer(&self, name: &str) -> Result<Option<PeerStatus>> {
         let dev = self.device().await?;
-        let Some(p) = timeout(Duration::from_secs(5), dev.peer_by_name(name)).await.context("peer lookup timed out")??
+        let Some(p) =
+            timeout(Duration::from_secs(5), dev.peer_by_name(name)).await.context("peer lookup timed out")??
         else {
             return Ok(None);
         };
@@ -206,14 +209,11 @@ impl Node {
         let dev = self.device().await?;
         let start = Instant::now();
         let payload = format!("tcp echo from {} at {:?}", self.hostname(), start);
-        let mut c = timeout(within, dev.tcp_connect(to))
-            .await
-            .with_context(|| format!("TCP connect to {to} timed out"))??;
+        let mut c =
+            timeout(within, dev.tcp_connect(to)).await.with_context(|| format!("TCP connect to {to} timed out"))??;
         c.write_all(payload.as_bytes()).await?;
         let mut echo = vec![0u8; payload.len()];
-        timeout(within, c.read_exact(&mut echo))
-            .await
-            .with_context(|| format!("no TCP echo from {to}"))??;
+        timeout(within, c.read_exact(&mut echo)).await.with_context(|| format!("no TCP echo from {to}"))??;
         ensure!(echo == payload.as_bytes(), "the TCP echo from {to} differs from what was sent");
         Ok(Exchange { ms: start.elapsed().as_secs_f64() * 1000.0, answered_by: None })
     }

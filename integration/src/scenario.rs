@@ -334,7 +334,11 @@ impl Tailnet {
         let names: Vec<String> = self.running.lock().expect("running lock").iter().cloned().collect();
         for name in names {
             let health: ClientHealth = self.ask(&name, Request::Health).await?;
-            ensure!(health.outside.is_empty(), "{name} tried to reach beyond its server: {}", health.outside.join("; "));
+            ensure!(
+                health.outside.is_empty(),
+                "{name} tried to reach beyond its server: {}",
+                health.outside.join("; ")
+            );
         }
         Ok(())
     }
@@ -344,7 +348,8 @@ impl Tailnet {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
         let out = self.world.headscale(&all).await?;
-        serde_json::from_str(&out).with_context(|| format!("reading the output of `headscale {}`: {out}", args.join(" ")))
+        serde_json::from_str(&out)
+            .with_context(|| format!("reading the output of `headscale {}`: {out}", args.join(" ")))
     }
 
     /// Creates a user with `headscale users create` and returns its id.
@@ -539,7 +544,9 @@ impl Tailnet {
     /// A TCP echo exchange from `from` to the node named `name` (the official client only),
     /// whoever answers.
     pub async fn ask_tcp_name(&self, from: &str, name: &str) -> Result<Exchange> {
-        self.ask(from, Request::TcpName(name.into(), ECHO_PORT)).await.with_context(|| format!("TCP from {from} to {name} by name"))
+        self.ask(from, Request::TcpName(name.into(), ECHO_PORT))
+            .await
+            .with_context(|| format!("TCP from {from} to {name} by name"))
     }
 
     /// Starts a client with `authkey` that asks for `tags`, without waiting for it.
@@ -563,7 +570,13 @@ impl Tailnet {
     }
 
     /// A request to the server's REST API (`/api/v1/…`) with `api_key` as its bearer token.
-    pub async fn api(&self, method: &str, path: &str, api_key: Option<&str>, body: &str) -> Result<crate::http::Answer> {
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        api_key: Option<&str>,
+        body: &str,
+    ) -> Result<crate::http::Answer> {
         let auth = api_key.map(|k| format!("Bearer {k}"));
         let mut headers = vec![("Content-Type", "application/json")];
         if let Some(a) = &auth {

@@ -20,8 +20,8 @@ use headscale::tailcfg::{Hostinfo, MachineKey, NodeKey, RegisterRequest};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use integration::{init, test_config, Options};
-use serde_json::{json, Value};
 use rustls::pki_types::pem::PemObject;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -287,10 +287,17 @@ async fn exercise(srv: &ApiServer, c: &mut Client, run: u8) -> Result<()> {
     assert_eq!(code(c.set_tags(request).await), Code::FailedPrecondition, "a tagged node keeps a tag");
     assert!(c.backfill_node_i_ps(BackfillNodeIPsRequest { confirmed: true }).await?.into_inner().changes.is_empty());
     let auth_id = format!("hskey-authreq-debug{run}");
-    let request =
-        DebugCreateNodeRequest { user: name("alicia"), key: auth_id.clone(), name: name("made-up"), routes: vec!["10.9.0.0/24".into()] };
+    let request = DebugCreateNodeRequest {
+        user: name("alicia"),
+        key: auth_id.clone(),
+        name: name("made-up"),
+        routes: vec!["10.9.0.0/24".into()],
+    };
     let made = c.debug_create_node(request).await?.into_inner().node.context("a node")?;
-    assert_eq!((made.name.as_str(), made.available_routes.as_slice()), (name("made-up").as_str(), &["10.9.0.0/24".to_string()][..]));
+    assert_eq!(
+        (made.name.as_str(), made.available_routes.as_slice()),
+        (name("made-up").as_str(), &["10.9.0.0/24".to_string()][..])
+    );
     let made = c.auth_register(AuthRegisterRequest { user: name("alicia"), auth_id }).await?.into_inner().node;
     let made = made.context("a node")?;
     assert_eq!((made.given_name, made.available_routes), (name("made-up"), vec!["10.9.0.0/24".to_string()]));
@@ -563,7 +570,8 @@ async fn rest_nodes_and_registrations() -> Result<()> {
     t.call("POST", "/api/v1/policy/check", Some(json!({ "policy": r#"{"acls": []}"# }))).await?;
     t.call("PUT", "/api/v1/policy", Some(json!({ "policy": r#"{"tagOwners": {"tag:web": []}, "acls": []}"# }))).await?;
     t.call("GET", "/api/v1/policy", None).await?;
-    let body = json!({ "user": "alice", "key": "hskey-authreq-debugnode", "name": "made-up", "routes": ["10.9.0.0/24"] });
+    let body =
+        json!({ "user": "alice", "key": "hskey-authreq-debugnode", "name": "made-up", "routes": ["10.9.0.0/24"] });
     let made = t.call("POST", "/api/v1/debug/node", Some(body)).await?;
     for (field, label) in [("machineKey", "mkey:[random]"), ("nodeKey", "nodekey:[random]")] {
         t.hide(made["node"][field].as_str().unwrap_or("-"), label);

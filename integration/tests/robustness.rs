@@ -64,7 +64,8 @@ async fn bad_input_is_refused_while_a_real_client_keeps_working() -> Result<()> 
     io.write_all(&[0x04, 0xff, 0xff]).await?;
     io.write_all(&[0u8; 1024]).await?;
     let mut sink = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut io, &mut sink)).await;
+    let closed =
+        tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut io, &mut sink)).await;
     ensure!(closed.is_ok(), "the server closed the channel after an oversized record");
 
     // Inside a proper channel: bad JSON, unknown node keys, unknown paths.
@@ -79,7 +80,12 @@ async fn bad_input_is_refused_while_a_real_client_keeps_working() -> Result<()> 
     ensure!(r.status() == StatusCode::UNAUTHORIZED);
     let r = ch.post("/machine/register", r#"{"Version":130,"NodeKey":"nodekey:00","Auth":{"AuthKey":"x"}}"#).await?;
     ensure!(r.status() == StatusCode::BAD_REQUEST, "malformed key refused");
-    let r = ch.post("/machine/register", format!(r#"{{"Version":130,"NodeKey":"{}","Auth":{{"AuthKey":"hskey-auth-wrong"}}}}"#, NodeKey([4; 32]))).await?;
+    let r = ch
+        .post(
+            "/machine/register",
+            format!(r#"{{"Version":130,"NodeKey":"{}","Auth":{{"AuthKey":"hskey-auth-wrong"}}}}"#, NodeKey([4; 32])),
+        )
+        .await?;
     ensure!(r.status() == StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&body_text(r).await?)?;
     ensure!(v["Error"] == "invalid pre-auth key" && v["MachineAuthorized"] == false, "{v}");
@@ -169,7 +175,8 @@ async fn derp_admits_only_registered_node_keys() -> Result<()> {
     let id = srv.state().snapshot().node_by_key(&NodeKey(node.public())).context("node")?.node.id;
     srv.cli(&["nodes", "delete", "-i", &id.to_string(), "--force"]).await?;
     let mut sink = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut sink)).await;
+    let closed =
+        tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut sink)).await;
     ensure!(closed.is_ok(), "the deleted node's DERP connection was closed");
     ensure!(!derp.is_connected(&node.public()));
     Ok(())

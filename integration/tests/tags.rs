@@ -40,7 +40,8 @@ async fn advertised_tags_need_an_owner_or_a_tagged_key() -> Result<()> {
 
     // hank does not: the client is told why, and nothing is stored.
     let refused = ControlClient::new(&url, "refused");
-    let answer = refused.register_requesting(Some(&server.auth_key(hank, false, false).await?), None, &["tag:web"]).await?;
+    let answer =
+        refused.register_requesting(Some(&server.auth_key(hank, false, false).await?), None, &["tag:web"]).await?;
     ensure!(!answer.authorized && answer.error == REFUSED, "{answer:?}");
     ensure!(listed(&server, "refused").await?.is_none(), "the refused node is not stored");
 

@@ -15,8 +15,8 @@ use http::{Request, Response, StatusCode};
 
 pub use upgrade::upgrade;
 
-use crate::response::{text, Body};
 use crate::mapper::MapContext;
+use crate::response::{text, Body};
 use crate::state::State;
 use crate::tailcfg::{MachineKey, PrivateKey};
 

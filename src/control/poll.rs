@@ -15,10 +15,10 @@ use tokio::time::Instant;
 
 use super::wire::MapFrame;
 use super::Control;
-use crate::response::{empty, text, Body};
-use crate::mapper::{full_map, SessionView};
 use crate::counters::{self, MapKind};
+use crate::mapper::{full_map, SessionView};
 use crate::model::NodeId;
+use crate::response::{empty, text, Body};
 use crate::state::State;
 use crate::tailcfg::{MachineKey, MapRequest, MapResponse};
 
@@ -81,7 +81,8 @@ pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -
         }
     });
     let mut resp = Response::new(StreamBody::new(stream).boxed());
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
     resp
 }
 

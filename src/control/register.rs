@@ -3,9 +3,9 @@
 use http::{Response, StatusCode};
 
 use super::Control;
-use crate::response::{json, text, Body};
-use crate::mapper::TAGGED_DEVICES_USER_ID;
 use crate::counters::{self, Registration};
+use crate::mapper::TAGGED_DEVICES_USER_ID;
+use crate::response::{json, text, Body};
 use crate::state::{NodeEntry, RegisterError, RegisterOutcome};
 use crate::tailcfg::{MachineKey, RegisterLogin, RegisterRequest, RegisterResponse, RegisterUser};
 

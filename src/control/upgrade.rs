@@ -11,9 +11,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::{route, Control, MAX_BODY};
-use crate::response::{empty, text, Body};
 use crate::http2::{self, HandlerFuture};
 use crate::noise::{self, early_payload, Initiation, NoiseStream};
+use crate::response::{empty, text, Body};
 
 /// The upgrade protocol name clients ask for.
 const UPGRADE_PROTOCOL: &str = "tailscale-control-protocol";

@@ -279,7 +279,8 @@ mod tests {
 
     #[test]
     fn empty_lists_and_objects_stay_valid_json() {
-        let (v, _) = decode(MapFrame::new(1, MapResponse { peers: Some(Vec::new()), ..Default::default() }, false), false);
+        let (v, _) =
+            decode(MapFrame::new(1, MapResponse { peers: Some(Vec::new()), ..Default::default() }, false), false);
         assert_eq!(v, json!({"Peers": []}));
         let (v, _) = decode(MapFrame::new(1, MapResponse::default(), false), false);
         assert_eq!(v, json!({}));

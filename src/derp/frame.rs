@@ -163,10 +163,7 @@ pub struct Frame {
 impl Frame {
     /// Build a frame of a known type.
     pub fn new(kind: FrameType, body: impl Into<Bytes>) -> Self {
-        Self {
-            kind: kind.as_u8(),
-            body: body.into(),
-        }
+        Self { kind: kind.as_u8(), body: body.into() }
     }
 
     /// The frame type, if it is one this crate knows.
@@ -266,11 +263,7 @@ impl ClientInfo {
         let key = take_key(body);
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&body[KEY_LEN..KEY_LEN + NONCE_LEN]);
-        Ok(Self {
-            key,
-            nonce,
-            sealed: body.slice(KEY_LEN + NONCE_LEN..),
-        })
+        Ok(Self { key, nonce, sealed: body.slice(KEY_LEN + NONCE_LEN..) })
     }
 }
 
@@ -284,11 +277,7 @@ fn take_key(body: &[u8]) -> [u8; KEY_LEN] {
 /// RecvPacket).
 pub fn parse_keyed(frame: FrameType, body: &Bytes) -> Result<([u8; KEY_LEN], Bytes), FrameError> {
     if body.len() < KEY_LEN {
-        return Err(FrameError::BadLength {
-            frame,
-            len: body.len(),
-            expected: "at least 32 (key)",
-        });
+        return Err(FrameError::BadLength { frame, len: body.len(), expected: "at least 32 (key)" });
     }
     Ok((take_key(body), body.slice(KEY_LEN..)))
 }
@@ -323,11 +312,7 @@ pub fn parse_peer_gone(body: &[u8]) -> Result<([u8; KEY_LEN], u8), FrameError> {
 /// Extract the 8-byte payload of a Ping or Pong body. Extra bytes are ignored.
 pub fn parse_ping(frame: FrameType, body: &[u8]) -> Result<[u8; PING_LEN], FrameError> {
     if body.len() < PING_LEN {
-        return Err(FrameError::BadLength {
-            frame,
-            len: body.len(),
-            expected: "at least 8",
-        });
+        return Err(FrameError::BadLength { frame, len: body.len(), expected: "at least 8" });
     }
     let mut payload = [0u8; PING_LEN];
     payload.copy_from_slice(&body[..PING_LEN]);
@@ -336,10 +321,7 @@ pub fn parse_ping(frame: FrameType, body: &[u8]) -> Result<[u8; PING_LEN], Frame
 
 fn check_len(len: usize) -> Result<(), FrameError> {
     if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge {
-            len,
-            max: MAX_FRAME_LEN,
-        });
+        return Err(FrameError::TooLarge { len, max: MAX_FRAME_LEN });
     }
     Ok(())
 }
@@ -384,11 +366,7 @@ pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(reader: &mut R) -> Result
     while filled < HEADER_LEN {
         let n = reader.read(&mut header[filled..]).await?;
         if n == 0 {
-            return Err(if filled == 0 {
-                FrameError::Closed
-            } else {
-                FrameError::Truncated
-            });
+            return Err(if filled == 0 { FrameError::Closed } else { FrameError::Truncated });
         }
         filled += n;
     }
@@ -405,10 +383,7 @@ pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(reader: &mut R) -> Result
             }
         })?;
     }
-    Ok(Frame {
-        kind,
-        body: body.freeze(),
-    })
+    Ok(Frame { kind, body: body.freeze() })
 }
 
 /// Write one frame to `writer` (without flushing).
@@ -452,10 +427,7 @@ mod tests {
             Frame::keep_alive(),
             Frame::peer_gone(&[9u8; 32], PeerGoneReason::Disconnected),
             Frame::pong(*b"12345678"),
-            Frame {
-                kind: 0x7f,
-                body: Bytes::from_static(b"unknown"),
-            },
+            Frame { kind: 0x7f, body: Bytes::from_static(b"unknown") },
             Frame::new(FrameType::SendPacket, vec![0u8; MAX_FRAME_LEN]),
         ];
         let mut buf = BytesMut::new();
@@ -509,10 +481,7 @@ mod tests {
         let mut header = BytesMut::new();
         header.put_u8(0x04);
         header.put_u32((MAX_FRAME_LEN + 1) as u32);
-        assert!(matches!(
-            decode_frame(&mut header.clone()),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(decode_frame(&mut header.clone()), Err(FrameError::TooLarge { .. })));
         let mut huge = BytesMut::new();
         huge.put_u8(0x04);
         huge.put_u32(u32::MAX);
@@ -534,10 +503,7 @@ mod tests {
     #[tokio::test]
     async fn async_read_rejects_oversize_and_truncation() {
         let mut data: &[u8] = &[0x04, 0x00, 0x01, 0x00, 0x01];
-        assert!(matches!(
-            read_frame(&mut data).await,
-            Err(FrameError::TooLarge { len: 65537, .. })
-        ));
+        assert!(matches!(read_frame(&mut data).await, Err(FrameError::TooLarge { len: 65537, .. })));
         let mut data: &[u8] = &[0x04, 0x00, 0x00, 0x00, 0x10, 1, 2, 3];
         assert!(matches!(read_frame(&mut data).await, Err(FrameError::Truncated)));
         let mut data: &[u8] = &[0x04, 0x00];

@@ -32,8 +32,7 @@ const CHALLENGE_RESPONSE_HEADER: &str = "x-tailscale-response";
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
@@ -70,8 +69,7 @@ where
         LATENCY_CHECK_PATH | PROBE_PATH => {
             if req.method() == Method::GET || req.method() == Method::HEAD {
                 let mut resp = empty(StatusCode::OK);
-                resp.headers_mut()
-                    .insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+                resp.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
                 resp
             } else {
                 text(StatusCode::METHOD_NOT_ALLOWED, "bogus probe method\n")
@@ -82,9 +80,7 @@ where
             if let Some(challenge) = req.headers().get(CHALLENGE_HEADER).and_then(|v| v.to_str().ok()) {
                 let valid = !challenge.is_empty()
                     && challenge.len() <= 64
-                    && challenge
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'));
+                    && challenge.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'));
                 if valid {
                     if let Ok(v) = HeaderValue::from_str(&format!("response {challenge}")) {
                         resp.headers_mut().insert(CHALLENGE_RESPONSE_HEADER, v);

@@ -313,14 +313,7 @@ impl DerpServer {
         // is guaranteed to be reachable.
         let (tx, mut rx) = mpsc::channel(self.queue_depth);
         let (close_tx, close_rx) = oneshot::channel();
-        let replaced = self.register(
-            client_key,
-            ClientHandle {
-                conn_id,
-                tx: tx.clone(),
-                _close: close_tx,
-            },
-        );
+        let replaced = self.register(client_key, ClientHandle { conn_id, tx: tx.clone(), _close: close_tx });
         if replaced.is_some() {
             info!(node_key = %key_hex(&client_key), "DERP client reconnected, closing its previous connection");
         }
@@ -375,14 +368,17 @@ impl DerpServer {
         Ok(info.key)
     }
 
-    async fn write_server_info<W: AsyncWrite + Unpin>(&self, client_key: &[u8; KEY_LEN], wr: &mut W) -> Result<(), ConnError> {
+    async fn write_server_info<W: AsyncWrite + Unpin>(
+        &self,
+        client_key: &[u8; KEY_LEN],
+        wr: &mut W,
+    ) -> Result<(), ConnError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let payload = serde_json::json!({ "version": PROTOCOL_VERSION }).to_string();
         let cbox = SalsaBox::new(&PublicKey::from(*client_key), &self.secret);
-        let sealed = cbox
-            .encrypt(Nonce::from_slice(&nonce), payload.as_bytes())
-            .map_err(|_| ConnError::ServerInfoSeal)?;
+        let sealed =
+            cbox.encrypt(Nonce::from_slice(&nonce), payload.as_bytes()).map_err(|_| ConnError::ServerInfoSeal)?;
         tokio::time::timeout(WRITE_TIMEOUT, async {
             frame::write_frame(wr, &Frame::server_info(&nonce, &sealed)).await?;
             wr.flush().await.map_err(FrameError::from)
@@ -465,8 +461,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use bytes::Bytes;
     use crate::derp::frame::{parse_peer_gone, parse_server_key, read_frame, write_frame};
+    use bytes::Bytes;
     use tokio::io::{AsyncReadExt, ReadHalf, WriteHalf};
 
     /// A minimal DERP client for tests.
@@ -572,9 +568,7 @@ pub(crate) mod tests {
 
     async fn connect(server: &Arc<DerpServer>) -> (TestClient<tokio::io::DuplexStream>, SecretKey) {
         let secret = new_secret();
-        let c = TestClient::handshake(spawn_conn(server, 256 * 1024), &secret)
-            .await
-            .expect("handshake");
+        let c = TestClient::handshake(spawn_conn(server, 256 * 1024), &secret).await.expect("handshake");
         (c, secret)
     }
 

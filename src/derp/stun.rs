@@ -291,10 +291,7 @@ mod tests {
         bad.extend_from_slice(&[0, 0, 0, 0]);
         assert_eq!(parse_binding_request(&bad), None);
         // A response is not a request.
-        assert_eq!(
-            parse_binding_request(&binding_response(&TXID, "1.2.3.4:5".parse().unwrap())),
-            None
-        );
+        assert_eq!(parse_binding_request(&binding_response(&TXID, "1.2.3.4:5".parse().unwrap())), None);
         // Attribute running past the end.
         let mut bad = bare.clone();
         bad[3] = 4;
@@ -339,10 +336,7 @@ mod tests {
         assert_eq!(&resp[2..4], &12u16.to_be_bytes());
         assert_eq!(&resp[4..8], &[0x21, 0x12, 0xa4, 0x42]);
         assert_eq!(&resp[8..20], &TXID);
-        assert_eq!(
-            &resp[20..],
-            &[0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43]
-        );
+        assert_eq!(&resp[20..], &[0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43]);
         assert_eq!(parse_binding_response(&resp), Some((TXID, addr)));
     }
 
@@ -386,9 +380,7 @@ mod tests {
         client.send_to(b"definitely not stun", server_addr).await.unwrap();
         client.send_to(&[0u8; 20], server_addr).await.unwrap();
         assert!(
-            tokio::time::timeout(Duration::from_millis(200), client.recv_from(&mut buf))
-                .await
-                .is_err(),
+            tokio::time::timeout(Duration::from_millis(200), client.recv_from(&mut buf)).await.is_err(),
             "garbage got an answer"
         );
 

@@ -93,12 +93,7 @@ mod tests {
         let task = tokio::spawn(serve_tls(listener, tls, server.clone(), async move {
             let _ = stopped.await;
         }));
-        Listener {
-            addr,
-            server,
-            stop: Some(stop),
-            task,
-        }
+        Listener { addr, server, stop: Some(stop), task }
     }
 
     async fn dial(addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {

@@ -14,8 +14,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, UnixListener, UnixStream};
 use futures_util::StreamExt;
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
@@ -123,8 +123,7 @@ pub async fn bind_tcp(config: &Config) -> Result<Option<TcpListener>, GrpcError>
         return Ok(None);
     }
     let addr = &config.grpc_listen_addr;
-    let listener =
-        TcpListener::bind(addr).await.map_err(|source| GrpcError::Bind { addr: addr.clone(), source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| GrpcError::Bind { addr: addr.clone(), source })?;
     Ok(Some(listener))
 }
 

@@ -73,9 +73,7 @@ fn status(e: StateError) -> Status {
         StateError::InvalidRoute(_)
         | StateError::TagNotInPolicy(_)
         | StateError::InvalidAuthId(_)
-        | StateError::Tags(_) => {
-            Status::invalid_argument(message)
-        }
+        | StateError::Tags(_) => Status::invalid_argument(message),
         StateError::Policy(_) => Status::invalid_argument(message),
         StateError::PolicyFile { .. } => Status::internal(message),
         StateError::Exhausted(_) => Status::resource_exhausted(message),

@@ -262,7 +262,8 @@ async fn raw_requests_get_clear_errors_and_health_answers() {
         }))
         .await;
     let mut client = pb::headscale_service_client::HeadscaleServiceClient::new(channel.expect("connects"));
-    let err = client.set_tags(pb::SetTagsRequest { node_id: 1, tags: vec!["tag:a".into()] }).await.expect_err("no node");
+    let err =
+        client.set_tags(pb::SetTagsRequest { node_id: 1, tags: vec!["tag:a".into()] }).await.expect_err("no node");
     assert_eq!((err.code(), err.message()), (tonic::Code::NotFound, "node 1 not found"));
     let err = client.set_tags(pb::SetTagsRequest { node_id: 1, tags: vec!["a".into()] }).await.expect_err("bad tag");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -271,7 +272,8 @@ async fn raw_requests_get_clear_errors_and_health_answers() {
         .await
         .expect_err("bad route");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    let err = client.backfill_node_i_ps(pb::BackfillNodeIPsRequest { confirmed: false }).await.expect_err("unconfirmed");
+    let err =
+        client.backfill_node_i_ps(pb::BackfillNodeIPsRequest { confirmed: false }).await.expect_err("unconfirmed");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     let err = client.set_policy(pb::SetPolicyRequest { policy: "{}".into() }).await.expect_err("file mode");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
@@ -327,7 +329,11 @@ async fn policy_in_the_database_through_the_cli() {
 
     let refused = failure(&s.config, &["policy", "set", "-f", &failing]).await;
     assert_eq!(code(&refused), tonic::Code::InvalidArgument);
-    assert_eq!(json(&s.config, &["policy", "get"]).await["policy"], stored["policy"], "a refused policy changes nothing");
+    assert_eq!(
+        json(&s.config, &["policy", "get"]).await["policy"],
+        stored["policy"],
+        "a refused policy changes nothing"
+    );
     let _ = s.stop.send(());
 }
 

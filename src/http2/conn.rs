@@ -280,7 +280,8 @@ where
         };
         if body.len() + range.len() > max_body {
             // Answered at once; the rest of the body is dropped as it arrives.
-            stream.phase = ready(text(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {max_body} bytes")));
+            stream.phase =
+                ready(text(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {max_body} bytes")));
             return Ok(());
         }
         body.extend_from_slice(&payload[range]);
@@ -304,8 +305,11 @@ where
             }
             range.start += 5;
         }
-        let partial =
-            PartialHeaders { stream: head.stream, end_stream: head.has(frame::END_STREAM), block: payload[range].to_vec() };
+        let partial = PartialHeaders {
+            stream: head.stream,
+            end_stream: head.has(frame::END_STREAM),
+            block: payload[range].to_vec(),
+        };
         if head.has(frame::END_HEADERS) {
             self.on_header_block(partial)
         } else {

@@ -124,6 +124,9 @@ mod tests {
         assert_eq!(req.headers()["content-type"], "application/json");
         assert_eq!(request(vec![field(":path", "/")]).unwrap_err(), RequestHeadError::Missing(":method"));
         assert!(matches!(request(vec![field(":bogus", "1")]), Err(RequestHeadError::Invalid(_))));
-        assert!(matches!(request(vec![field(":method", "GET"), field("bad name", "1")]), Err(RequestHeadError::Invalid(_))));
+        assert!(matches!(
+            request(vec![field(":method", "GET"), field("bad name", "1")]),
+            Err(RequestHeadError::Invalid(_))
+        ));
     }
 }

@@ -189,8 +189,16 @@ async fn protocol_errors_end_the_connection_with_goaway() {
         // Refused on its header, before its 64 KiB payload.
         ("oversized frame", vec![0x01, 0x00, 0x00, frame::DATA, 0, 0, 0, 0, 1], Reason::FrameSize),
         ("DATA on stream 0", vec![0, 0, 1, frame::DATA, 0, 0, 0, 0, 0, b'x'], Reason::Protocol),
-        ("undecodable header block", vec![0, 0, 1, frame::HEADERS, frame::END_HEADERS, 0, 0, 0, 1, 0xff], Reason::Compression),
-        ("CONTINUATION out of the blue", vec![0, 0, 0, frame::CONTINUATION, frame::END_HEADERS, 0, 0, 0, 1], Reason::Protocol),
+        (
+            "undecodable header block",
+            vec![0, 0, 1, frame::HEADERS, frame::END_HEADERS, 0, 0, 0, 1, 0xff],
+            Reason::Compression,
+        ),
+        (
+            "CONTINUATION out of the blue",
+            vec![0, 0, 0, frame::CONTINUATION, frame::END_HEADERS, 0, 0, 0, 1],
+            Reason::Protocol,
+        ),
     ];
     for (what, bad, reason) in cases {
         let (said, ended) = raw(&[frame::PREFACE, &bad].concat()).await;

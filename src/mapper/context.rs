@@ -92,12 +92,7 @@ fn derp_map(config: &Config, bound: &Bound) -> DerpMap {
 /// The DNS configuration sent to nodes, if MagicDNS or resolvers are configured.
 fn dns_config(config: &Config) -> Option<Arc<DnsConfig>> {
     let dns = &config.dns;
-    let resolvers: Vec<_> = dns
-        .nameservers
-        .global
-        .iter()
-        .map(|a| DnsResolver { addr: a.clone() })
-        .collect();
+    let resolvers: Vec<_> = dns.nameservers.global.iter().map(|a| DnsResolver { addr: a.clone() }).collect();
     let mut domains = Vec::new();
     if dns.magic_dns && !dns.base_domain.is_empty() {
         domains.push(dns.base_domain.clone());

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use super::MapContext;
 use crate::model::{NodeId, UserId};
 use crate::policy::{NodeRules, PolicyView};
 use crate::state::{NodeEntry, Snapshot};
-use super::MapContext;
 use crate::tailcfg::{self, MapResponse, RawNode, UserProfile};
 
 /// The user id Tailscale shows for tagged nodes.
@@ -26,7 +26,13 @@ fn addresses(e: &NodeEntry) -> Vec<IpNet> {
 }
 
 /// Node `e` as `viewer` sees it, or as it sees itself when `viewer` is `None`.
-fn render(e: &NodeEntry, ctx: &MapContext, view: &PolicyView, now: DateTime<Utc>, viewer: Option<NodeId>) -> tailcfg::Node {
+fn render(
+    e: &NodeEntry,
+    ctx: &MapContext,
+    view: &PolicyView,
+    now: DateTime<Utc>,
+    viewer: Option<NodeId>,
+) -> tailcfg::Node {
     let n = &e.node;
     let as_peer = viewer.is_some();
     let addrs = addresses(e);
@@ -138,8 +144,8 @@ pub fn full_map(snap: &Snapshot, me: &NodeEntry, ctx: &MapContext, now: DateTime
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::{context, t0, tailnet};
     use super::*;
+    use crate::testing::{context, t0, tailnet};
 
     fn first_map_json(me: u64) -> serde_json::Value {
         let snap = tailnet();

@@ -143,7 +143,13 @@ impl SessionView {
 
     /// Whether anything waits to be sent.
     pub fn has_pending(&self) -> bool {
-        self.self_dirty || self.rules_dirty || self.resync || !self.full.is_empty() || !self.patches.is_empty() || !self.presence.is_empty() || !self.removed.is_empty()
+        self.self_dirty
+            || self.rules_dirty
+            || self.resync
+            || !self.full.is_empty()
+            || !self.patches.is_empty()
+            || !self.presence.is_empty()
+            || !self.removed.is_empty()
     }
 
     /// Renders the pending delta against `snap`. `None` if the session's own node is gone
@@ -265,10 +271,10 @@ impl SessionView {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::{context, node, t0, tailnet, with_policy};
     use super::super::full_map;
     use super::*;
     use crate::state::NodeEntry;
+    use crate::testing::{context, node, t0, tailnet, with_policy};
 
     fn session() -> (Snapshot, SessionView) {
         let snap = tailnet();
@@ -305,13 +311,20 @@ mod tests {
     #[test]
     fn full_change_absorbs_patches_and_new_peers_bring_their_user() {
         let (mut snap, mut view) = session();
-        view.apply(&set(vec![Change::Node { id: 2, patch: Some(PeerChange { node_id: 2, online: Some(false), ..Default::default() }) }]));
+        view.apply(&set(vec![Change::Node {
+            id: 2,
+            patch: Some(PeerChange { node_id: 2, online: Some(false), ..Default::default() }),
+        }]));
         view.apply(&set(vec![Change::Node { id: 2, patch: None }]));
         snap.put_node(NodeEntry::new(node(4, Some(1)), true));
         view.apply(&set(vec![Change::Node { id: 4, patch: Some(PeerChange { node_id: 4, ..Default::default() }) }]));
         let d = view.flush(&snap, &context(), t0()).unwrap();
         assert!(d.peers_changed_patch.is_empty());
-        let ids: Vec<u64> = d.peers_changed.iter().map(|r| serde_json::from_str::<serde_json::Value>(r.0.get()).unwrap()["ID"].as_u64().unwrap()).collect();
+        let ids: Vec<u64> = d
+            .peers_changed
+            .iter()
+            .map(|r| serde_json::from_str::<serde_json::Value>(r.0.get()).unwrap()["ID"].as_u64().unwrap())
+            .collect();
         assert_eq!(ids, vec![2, 4], "a patch for an unknown peer becomes the whole node");
         assert_eq!(d.user_profiles.len(), 1);
     }
@@ -396,7 +409,9 @@ mod tests {
     const OPEN: &str = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
 
     fn peer_ids(raw: &[crate::tailcfg::RawNode]) -> Vec<u64> {
-        raw.iter().map(|r| serde_json::from_str::<serde_json::Value>(r.0.get()).unwrap()["ID"].as_u64().unwrap()).collect()
+        raw.iter()
+            .map(|r| serde_json::from_str::<serde_json::Value>(r.0.get()).unwrap()["ID"].as_u64().unwrap())
+            .collect()
     }
 
     #[test]
@@ -408,7 +423,10 @@ mod tests {
         let server = full_map(&snap, snap.node(3).unwrap(), &context(), t0());
         assert_eq!(peer_ids(server.peers.as_ref().unwrap()), vec![1, 2], "the server sees who may reach it");
         let filter = serde_json::to_value(server.packet_filter.as_ref().unwrap()).unwrap();
-        assert_eq!(filter[0]["SrcIPs"], serde_json::json!(["100.64.0.1", "100.64.0.2", "fd7a:115c:a1e0::1", "fd7a:115c:a1e0::2"]));
+        assert_eq!(
+            filter[0]["SrcIPs"],
+            serde_json::json!(["100.64.0.1", "100.64.0.2", "fd7a:115c:a1e0::1", "fd7a:115c:a1e0::2"])
+        );
         assert_eq!(filter[0]["DstPorts"][0]["Ports"], serde_json::json!({"First": 22, "Last": 22}));
     }
 

@@ -103,7 +103,11 @@ pub(crate) mod tests {
 
     /// Builds a client initiation the way Tailscale clients do; returns it with the client's
     /// handshake state for finishing.
-    pub fn client_initiation(client: &PrivateKey, server_pub: &[u8; 32], version: u16) -> (Vec<u8>, snow::HandshakeState) {
+    pub fn client_initiation(
+        client: &PrivateKey,
+        server_pub: &[u8; 32],
+        version: u16,
+    ) -> (Vec<u8>, snow::HandshakeState) {
         let params: NoiseParams = PROTOCOL.parse().unwrap();
         let prologue = format!("Tailscale Control Protocol v{version}");
         let mut hs = snow::Builder::new(params)

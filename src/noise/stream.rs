@@ -56,10 +56,8 @@ fn seal(cipher: &mut Cipher, plain: &[u8], out: &mut Vec<u8>) -> Result<(), Nois
     out.extend_from_slice(&((plain.len() + TAG_LEN) as u16).to_be_bytes());
     let body = out.len();
     out.extend_from_slice(plain);
-    let tag = cipher
-        .aead
-        .seal_in_place_separate_tag(nonce, Aad::empty(), &mut out[body..])
-        .map_err(|_| NoiseError::Seal)?;
+    let tag =
+        cipher.aead.seal_in_place_separate_tag(nonce, Aad::empty(), &mut out[body..]).map_err(|_| NoiseError::Seal)?;
     out.extend_from_slice(tag.as_ref());
     debug_assert!(out.len() - start <= MAX_FRAME_LEN);
     Ok(())

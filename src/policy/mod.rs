@@ -44,10 +44,10 @@ pub use parse::PolicyError;
 pub use resolve::NOT_INTERNET;
 pub use tailnet::{PolicyNode, PolicyUser};
 pub use tests_eval::run_tests;
-pub use view::{compact, policy_node, ActivePolicy, NodeRules, PolicyView};
 pub use types::{
     AutoApprovers, CheckPeriod, Grant, IpSpec, NodeAttr, ParsedPolicy, PolicyTest, SshActionKind, SshRuleSpec, SshTest,
 };
+pub use view::{compact, policy_node, ActivePolicy, NodeRules, PolicyView};
 
 /// Parses and validates a policy, checks its `user:*@domain` names against `domains`, compiles
 /// it for `nodes` and runs its tests: what `headscale policy set` and `check` need. A refused

@@ -85,7 +85,15 @@ impl PolicyView {
             ssh: None,
             caps: CapMap::new(),
         });
-        PolicyView { epoch, policy, primaries, server_url, rules: Mutex::default(), allow_all, route_holders: OnceLock::new() }
+        PolicyView {
+            epoch,
+            policy,
+            primaries,
+            server_url,
+            rules: Mutex::default(),
+            allow_all,
+            route_holders: OnceLock::new(),
+        }
     }
 
     /// The next version: another policy or other primary routers.
@@ -165,15 +173,17 @@ impl PolicyView {
         match &self.policy {
             None => {
                 let mut out: Vec<IpNet> = peer.ips().into_iter().map(IpNet::from).collect();
-                out.extend(peer.live_routes().filter(|r| r.prefix_len() == 0 || self.primaries.get(r) == Some(&peer.id)));
+                out.extend(
+                    peer.live_routes().filter(|r| r.prefix_len() == 0 || self.primaries.get(r) == Some(&peer.id)),
+                );
                 out
             }
-            Some(active) => active.compiled.allowed_ips(viewer, peer.id, |route, candidates| {
-                match self.primaries.get(route) {
+            Some(active) => {
+                active.compiled.allowed_ips(viewer, peer.id, |route, candidates| match self.primaries.get(route) {
                     Some(p) if candidates.contains(p) => Some(*p),
                     _ => candidates.iter().min().copied(),
-                }
-            }),
+                })
+            }
         }
     }
 }

@@ -8,9 +8,8 @@ use crate::model::{PreAuthKey, UserId};
 
 /// Whether `tag` has the `tag:name` form.
 pub fn valid_tag(tag: &str) -> bool {
-    tag.strip_prefix("tag:").is_some_and(|n| {
-        !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    })
+    tag.strip_prefix("tag:")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
 }
 
 impl State {

@@ -150,7 +150,8 @@ impl State {
                 _ => {}
             }
             if node.ips() != e.node.ips() {
-                let shown = |ips: Vec<std::net::IpAddr>| ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                let shown =
+                    |ips: Vec<std::net::IpAddr>| ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
                 report.push(format!("{}: [{}] -> [{}]", node.given_name, shown(e.node.ips()), shown(node.ips())));
                 updated.push((node, e.online));
             }
@@ -168,7 +169,11 @@ impl State {
         name: &str,
         routes: &[String],
     ) -> Result<(UserId, MachineKey, RegisterRequest), StateError> {
-        let owner = self.snapshot().user_by_name(user).map(|u| u.id).ok_or_else(|| StateError::UserNotFound(user.to_string()))?;
+        let owner = self
+            .snapshot()
+            .user_by_name(user)
+            .map(|u| u.id)
+            .ok_or_else(|| StateError::UserNotFound(user.to_string()))?;
         if !auth_id.starts_with("hskey-authreq-") || auth_id.len() <= "hskey-authreq-".len() {
             return Err(StateError::InvalidAuthId(auth_id.to_string()));
         }

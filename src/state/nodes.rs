@@ -12,7 +12,12 @@ use crate::tailcfg::{MapRequest, PeerChange};
 
 impl State {
     /// Writes a node and publishes it with the given peer-facing change.
-    async fn store_node(&self, node: Node, online: bool, patch: Option<PeerChange>) -> Result<Arc<NodeEntry>, StateError> {
+    async fn store_node(
+        &self,
+        node: Node,
+        online: bool,
+        patch: Option<PeerChange>,
+    ) -> Result<Arc<NodeEntry>, StateError> {
         let stored = node.clone();
         self.db.run(move |db| db.update_node(&stored)).await?;
         let id = node.id;
@@ -121,7 +126,8 @@ impl State {
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             let w = state.writer.lock().await;
-            let back = w.sessions.count.contains_key(&id) || w.sessions.epoch.get(&id).copied().unwrap_or_default() != epoch;
+            let back =
+                w.sessions.count.contains_key(&id) || w.sessions.epoch.get(&id).copied().unwrap_or_default() != epoch;
             drop(w);
             if !back {
                 match state.delete_node(id).await {
@@ -181,7 +187,12 @@ impl State {
         for ip in entry.node.ips() {
             w.ipam.release(ip);
         }
-        self.publish(|s| { s.remove_node(id); }, vec![Change::Removed(id)]);
+        self.publish(
+            |s| {
+                s.remove_node(id);
+            },
+            vec![Change::Removed(id)],
+        );
         Ok(())
     }
 

@@ -11,8 +11,8 @@ use chrono::Utc;
 use super::{Change, NodeEntry, State, StateError};
 use crate::auth::{hashes_match, split_pre_auth_key, Verdict};
 use crate::model::{Node, PreAuthKey, RegisterMethod, UserId};
-use crate::policy::PolicyUser;
 use crate::names::{sanitize_hostname, unique_name};
+use crate::policy::PolicyUser;
 use crate::tailcfg::{MachineKey, RegisterRequest};
 
 /// Why a registration was refused; the text goes back to the client.
@@ -67,7 +67,11 @@ const FOLLOWUP_WAIT: Duration = Duration::from_secs(60);
 impl State {
     /// Handles a `/machine/register` request from the machine that completed the Noise
     /// handshake with `machine_key`.
-    pub async fn register(&self, machine_key: MachineKey, req: RegisterRequest) -> Result<RegisterOutcome, RegisterError> {
+    pub async fn register(
+        &self,
+        machine_key: MachineKey,
+        req: RegisterRequest,
+    ) -> Result<RegisterOutcome, RegisterError> {
         let now = Utc::now();
         let snap = self.snapshot();
         if let Some(holder) = snap.node_by_key(&req.node_key) {
@@ -178,7 +182,11 @@ impl State {
     /// Who a node registered with `key` belongs to: the key's tags when it has some (the client
     /// may ask for no others), else the tags the client asked for if the key's user owns them
     /// all, else the key's user.
-    fn key_owner(&self, key: &PreAuthKey, req: &RegisterRequest) -> Result<(Option<UserId>, Vec<String>), TagsNotPermitted> {
+    fn key_owner(
+        &self,
+        key: &PreAuthKey,
+        req: &RegisterRequest,
+    ) -> Result<(Option<UserId>, Vec<String>), TagsNotPermitted> {
         let requested = requested_tags(req);
         if !key.tags.is_empty() {
             let foreign: Vec<String> = requested.into_iter().filter(|t| !key.tags.contains(t)).collect();
@@ -198,16 +206,13 @@ impl State {
             return Ok(());
         }
         let snap = self.snapshot();
-        let users: Vec<PolicyUser> = snap
-            .users
-            .values()
-            .map(|u| PolicyUser::from(&**u))
-            .collect();
+        let users: Vec<PolicyUser> = snap.users.values().map(|u| PolicyUser::from(&**u)).collect();
         let owner = users.iter().find(|u| u.id == user);
         let refused: Vec<String> = tags
             .iter()
             .filter(|tag| {
-                let owned = snap.policy.policy().zip(owner).is_some_and(|(p, u)| p.source.user_owns_tag(tag, u, &users));
+                let owned =
+                    snap.policy.policy().zip(owner).is_some_and(|(p, u)| p.source.user_owns_tag(tag, u, &users));
                 !owned
             })
             .cloned()
@@ -263,7 +268,11 @@ impl State {
                 };
                 let stored = node.clone();
                 let ok = match consume {
-                    Some(key_id) => self.db.run(move |db| db.update_node_consuming_key(&stored, key_id)).await.map_err(StateError::from)?,
+                    Some(key_id) => self
+                        .db
+                        .run(move |db| db.update_node_consuming_key(&stored, key_id))
+                        .await
+                        .map_err(StateError::from)?,
                     None => {
                         self.db.run(move |db| db.update_node(&stored)).await.map_err(StateError::from)?;
                         true
@@ -276,7 +285,8 @@ impl State {
             }
             None => {
                 let (ipv4, ipv6) = w.ipam.allocate().map_err(StateError::from)?;
-                let hostname = if hostinfo.hostname.is_empty() { "node".to_string() } else { hostinfo.hostname.clone() };
+                let hostname =
+                    if hostinfo.hostname.is_empty() { "node".to_string() } else { hostinfo.hostname.clone() };
                 let given_name = unique_name(&sanitize_hostname(&hostname), |n| snap.given_name_taken(n, None));
                 let node = Node {
                     id: 0,
@@ -339,10 +349,8 @@ fn requested_tags(req: &RegisterRequest) -> Vec<String> {
 /// Finds the stored key for an auth-key string and checks that it may still be used.
 fn validate_key(keys: &[PreAuthKey], auth_key: &str, now: chrono::DateTime<Utc>) -> Result<PreAuthKey, RegisterError> {
     let (prefix, hash) = split_pre_auth_key(auth_key).ok_or(RegisterError::InvalidKey)?;
-    let key = keys
-        .iter()
-        .find(|k| k.prefix == prefix && hashes_match(&k.hash, &hash))
-        .ok_or(RegisterError::InvalidKey)?;
+    let key =
+        keys.iter().find(|k| k.prefix == prefix && hashes_match(&k.hash, &hash)).ok_or(RegisterError::InvalidKey)?;
     if key.is_expired(now) {
         return Err(RegisterError::ExpiredKey);
     }

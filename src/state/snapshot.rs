@@ -132,12 +132,8 @@ impl Snapshot {
 
     /// Clears references to deleted pre-auth keys from nodes (the database does the same).
     pub(super) fn forget_auth_keys(&mut self, deleted: &[u64]) {
-        let stale: Vec<Arc<NodeEntry>> = self
-            .nodes
-            .values()
-            .filter(|e| e.node.auth_key_id.is_some_and(|k| deleted.contains(&k)))
-            .cloned()
-            .collect();
+        let stale: Vec<Arc<NodeEntry>> =
+            self.nodes.values().filter(|e| e.node.auth_key_id.is_some_and(|k| deleted.contains(&k))).cloned().collect();
         for e in stale {
             let node = Node { auth_key_id: None, ..e.node.clone() };
             self.put_node(NodeEntry::new(node, e.online));

@@ -133,7 +133,11 @@ async fn map_updates_publish_patches_or_full_changes(db: Db) {
     let k = key(&s, u.id, true, false).await;
     let n = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await);
     let mut rx = s.subscribe();
-    let endpoints = MapRequest { node_key: NodeKey([1; 32]), endpoints: Some(vec!["192.0.2.1:41641".parse().unwrap()]), ..Default::default() };
+    let endpoints = MapRequest {
+        node_key: NodeKey([1; 32]),
+        endpoints: Some(vec!["192.0.2.1:41641".parse().unwrap()]),
+        ..Default::default()
+    };
     s.apply_map_request(n.node.id, &endpoints).await.unwrap();
     let set = rx.recv().await.unwrap();
     assert!(matches!(&set.changes[..], [Change::Node { patch: Some(p), .. }] if p.endpoints.is_some()));
@@ -149,7 +153,10 @@ async fn map_updates_publish_patches_or_full_changes(db: Db) {
     s.apply_map_request(n.node.id, &derp).await.unwrap();
     let set = rx.recv().await.unwrap();
     assert!(matches!(&set.changes[..], [Change::Node { patch: Some(p), .. }] if p.derp_region == 999));
-    let os = MapRequest { hostinfo: Some(Hostinfo { os: "linux".into(), ..derp.hostinfo.clone().unwrap() }), ..derp.clone() };
+    let os = MapRequest {
+        hostinfo: Some(Hostinfo { os: "linux".into(), ..derp.hostinfo.clone().unwrap() }),
+        ..derp.clone()
+    };
     s.apply_map_request(n.node.id, &os).await.unwrap();
     let set = rx.recv().await.unwrap();
     assert!(matches!(&set.changes[..], [Change::Node { patch: None, .. }]));
@@ -166,7 +173,11 @@ async fn reported_fields_are_written_in_batches(db: Db) {
     let stored = |s: Arc<State>| async move {
         s.db().run(move |db| db.nodes()).await.unwrap().into_iter().find(|n| n.id == id).unwrap()
     };
-    let endpoints = MapRequest { node_key: NodeKey([1; 32]), endpoints: Some(vec!["192.0.2.1:41641".parse().unwrap()]), ..Default::default() };
+    let endpoints = MapRequest {
+        node_key: NodeKey([1; 32]),
+        endpoints: Some(vec!["192.0.2.1:41641".parse().unwrap()]),
+        ..Default::default()
+    };
     s.apply_map_request(id, &endpoints).await.unwrap();
     assert_eq!(s.snapshot().node(id).unwrap().node.endpoints.len(), 1, "published at once");
     assert!(stored(s.clone()).await.endpoints.is_empty(), "written with the next batch");
@@ -262,7 +273,8 @@ async fn the_primary_router_fails_over_and_auto_approvers_approve(db: Db) {
     let viewer = authorized(s.register(MachineKey([3; 32]), req(3, &k)).await).node.clone();
     let primary = |s: &State| s.snapshot().policy.primaries().get(&route).copied();
     assert_eq!(primary(&s), Some(routers[0]), "the lowest id among online routers");
-    let allowed = |s: &State, r: NodeId| s.snapshot().policy.allowed_ips(viewer.id, &s.snapshot().node(r).unwrap().node);
+    let allowed =
+        |s: &State, r: NodeId| s.snapshot().policy.allowed_ips(viewer.id, &s.snapshot().node(r).unwrap().node);
     assert!(allowed(&s, routers[0]).contains(&route) && !allowed(&s, routers[1]).contains(&route));
 
     let mut changes = s.subscribe();
@@ -270,7 +282,10 @@ async fn the_primary_router_fails_over_and_auto_approvers_approve(db: Db) {
     let set = changes.recv().await.unwrap();
     assert_eq!(primary(&s), Some(routers[1]), "the other router takes over");
     for r in &routers {
-        assert!(set.changes.iter().any(|c| matches!(c, Change::Node { id, patch: None } if id == r)), "peers hear of {r}");
+        assert!(
+            set.changes.iter().any(|c| matches!(c, Change::Node { id, patch: None } if id == r)),
+            "peers hear of {r}"
+        );
     }
     s.connect(routers[0]).await.unwrap();
     assert_eq!(primary(&s), Some(routers[1]), "a router coming back does not take the route back");

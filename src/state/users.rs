@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::{State, StateError, Change};
+use super::{Change, State, StateError};
 use crate::model::{User, UserId};
 
 fn valid_user_name(name: &str) -> bool {
@@ -42,7 +42,12 @@ impl State {
         };
         let user = Arc::new(self.db.run(move |db| db.insert_user(user)).await?);
         let u = user.clone();
-        self.publish(|s| { s.users.insert(u.id, u); }, Vec::new());
+        self.publish(
+            |s| {
+                s.users.insert(u.id, u);
+            },
+            Vec::new(),
+        );
         Ok(user)
     }
 
@@ -61,7 +66,12 @@ impl State {
         self.db.run(move |db| db.rename_user(id, &name)).await?;
         let user = Arc::new(User { name: new_name.to_string(), ..User::clone(old) });
         let u = user.clone();
-        self.publish(|s| { s.users.insert(id, u); }, vec![Change::Everything]);
+        self.publish(
+            |s| {
+                s.users.insert(id, u);
+            },
+            vec![Change::Everything],
+        );
         Ok(user)
     }
 

@@ -26,7 +26,8 @@ pub type Caps = BTreeMap<String, Vec<Value>>;
 
 /// The capabilities every node gets, given `taildrop.enabled` and `randomize_client_port`.
 pub fn baseline(taildrop: bool, randomize_client_port: bool) -> Caps {
-    let mut caps: Caps = [IS_ADMIN, SSH, DRIVE_SHARE, DRIVE_ACCESS].iter().map(|c| (c.to_string(), Vec::new())).collect();
+    let mut caps: Caps =
+        [IS_ADMIN, SSH, DRIVE_SHARE, DRIVE_ACCESS].iter().map(|c| (c.to_string(), Vec::new())).collect();
     if taildrop {
         caps.insert(FILE_SHARING.to_string(), Vec::new());
     }

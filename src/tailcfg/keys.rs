@@ -16,9 +16,7 @@ pub enum KeyParseError {
 }
 
 fn parse_prefixed(s: &str, prefix: &'static str) -> Result<[u8; 32], KeyParseError> {
-    let hex_part = s
-        .strip_prefix(prefix)
-        .ok_or_else(|| KeyParseError::WrongPrefix(s.to_string(), prefix))?;
+    let hex_part = s.strip_prefix(prefix).ok_or_else(|| KeyParseError::WrongPrefix(s.to_string(), prefix))?;
     let mut out = [0u8; 32];
     if hex_part.len() != 64 || hex::decode_to_slice(hex_part, &mut out).is_err() {
         return Err(KeyParseError::BadHex(s.to_string()));

@@ -86,7 +86,13 @@ pub struct Node {
     pub user: u64,
     #[serde(rename = "Key")]
     pub key: NodeKey,
-    #[serde(rename = "KeyExpiry", skip_serializing_if = "Option::is_none", default, serialize_with = "time::ser_opt", deserialize_with = "time::de_opt")]
+    #[serde(
+        rename = "KeyExpiry",
+        skip_serializing_if = "Option::is_none",
+        default,
+        serialize_with = "time::ser_opt",
+        deserialize_with = "time::de_opt"
+    )]
     pub key_expiry: Option<DateTime<Utc>>,
     #[serde(rename = "Machine")]
     pub machine: MachineKey,
@@ -111,7 +117,13 @@ pub struct Node {
     pub tags: Vec<String>,
     #[serde(rename = "PrimaryRoutes", skip_serializing_if = "Vec::is_empty", default)]
     pub primary_routes: Vec<IpNet>,
-    #[serde(rename = "LastSeen", skip_serializing_if = "Option::is_none", default, serialize_with = "time::ser_opt", deserialize_with = "time::de_opt")]
+    #[serde(
+        rename = "LastSeen",
+        skip_serializing_if = "Option::is_none",
+        default,
+        serialize_with = "time::ser_opt",
+        deserialize_with = "time::de_opt"
+    )]
     pub last_seen: Option<DateTime<Utc>>,
     #[serde(rename = "Online", skip_serializing_if = "Option::is_none", default)]
     pub online: Option<bool>,
@@ -162,9 +174,19 @@ pub struct PeerChange {
     pub disco_key: Option<DiscoKey>,
     #[serde(rename = "Online", skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
-    #[serde(rename = "LastSeen", skip_serializing_if = "Option::is_none", serialize_with = "time::ser_opt", deserialize_with = "time::de_opt")]
+    #[serde(
+        rename = "LastSeen",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "time::ser_opt",
+        deserialize_with = "time::de_opt"
+    )]
     pub last_seen: Option<DateTime<Utc>>,
-    #[serde(rename = "KeyExpiry", skip_serializing_if = "Option::is_none", serialize_with = "time::ser_opt", deserialize_with = "time::de_opt")]
+    #[serde(
+        rename = "KeyExpiry",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "time::ser_opt",
+        deserialize_with = "time::de_opt"
+    )]
     pub key_expiry: Option<DateTime<Utc>>,
 }
 
@@ -180,7 +202,8 @@ impl PeerChange {
 
     /// Whether it only says the node came online, went offline or was last seen at a time.
     pub fn is_presence_only(&self) -> bool {
-        let presence = PeerChange { node_id: self.node_id, online: self.online, last_seen: self.last_seen, ..Default::default() };
+        let presence =
+            PeerChange { node_id: self.node_id, online: self.online, last_seen: self.last_seen, ..Default::default() };
         *self == presence
     }
 }

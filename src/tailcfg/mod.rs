@@ -4,11 +4,11 @@
 //! empty. Incoming messages accept both the Go spellings and the ones tailscale-rs sends
 //! (`HostInfo`/`Hostinfo`, `PreferredDerp`/`PreferredDERP`).
 
+pub mod caps;
 mod derp_map;
 mod filter;
 mod hostinfo;
 mod keys;
-pub mod caps;
 mod map;
 mod register;
 mod time;
@@ -17,8 +17,8 @@ pub use derp_map::{DerpMap, DerpNode, DerpRegion};
 pub use filter::{CapGrant, FilterRule, IpProto, NetPortRange, PortRange, SshAction, SshPolicy, SshPrincipal, SshRule};
 pub use hostinfo::{Hostinfo, NetInfo};
 pub use keys::{DiscoKey, KeyParseError, MachineKey, NlKey, NodeKey, PrivateKey};
-pub use map::{ClientDebug, MapRequest, MapResponse, Node, PeerChange, RawNode, UserProfile, DnsConfig, DnsResolver};
-pub use register::{RegisterAuth, RegisterRequest, RegisterResponse, RegisterUser, RegisterLogin};
+pub use map::{ClientDebug, DnsConfig, DnsResolver, MapRequest, MapResponse, Node, PeerChange, RawNode, UserProfile};
+pub use register::{RegisterAuth, RegisterLogin, RegisterRequest, RegisterResponse, RegisterUser};
 
 /// The capability version this server speaks (tailscale-rs 0.6.1 sends 130).
 pub const CURRENT_CAPABILITY_VERSION: u16 = 130;

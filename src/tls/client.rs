@@ -27,7 +27,8 @@ pub enum Trust {
 /// A client configuration that checks the server's certificate as `trust` says.
 pub fn client_config(trust: Trust) -> Result<rustls::ClientConfig, TlsError> {
     let provider = crypto_provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
         Trust::Anything => Arc::new(SkipVerification(provider)),
         Trust::SystemRoots => system_roots(provider)?,

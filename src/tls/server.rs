@@ -46,9 +46,13 @@ pub fn server_config(config: &Config, alpn: &[&[u8]]) -> Result<Option<Arc<rustl
     if chain.is_empty() {
         return Err(CertError::Certificate { path: cert.clone(), message: "no certificate in the file".into() });
     }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| CertError::Key { path: key.clone(), message: e.to_string() })?;
-    let mut tls = config_from_der(chain, private)
-        .map_err(|source| CertError::Config { cert: cert.clone(), key: key.clone(), source })?;
+    let private =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| CertError::Key { path: key.clone(), message: e.to_string() })?;
+    let mut tls = config_from_der(chain, private).map_err(|source| CertError::Config {
+        cert: cert.clone(),
+        key: key.clone(),
+        source,
+    })?;
     tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Some(Arc::new(tls)))
 }

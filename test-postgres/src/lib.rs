@@ -266,7 +266,9 @@ fn write_certificates(dir: &Path, account: &Account) -> Result<[String; 6], Stri
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server = server.signed_by(&key, &ca, &ca_key).map_err(fail)?;
     let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
-    for (path, text) in [(dir.join(CA_FILE), ca.pem()), (cert_file.clone(), server.pem()), (key_file.clone(), key.serialize_pem())] {
+    for (path, text) in
+        [(dir.join(CA_FILE), ca.pem()), (cert_file.clone(), server.pem()), (key_file.clone(), key.serialize_pem())]
+    {
         std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
         account.own(&path)?;
     }

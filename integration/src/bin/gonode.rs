@@ -45,7 +45,8 @@ async fn main() -> Result<()> {
         echo_port: args.client.echo_port,
     };
     let node: Arc<dyn Client> = Arc::new(GoNode::start(spec).await?);
-    let admin =
-        TcpListener::bind(args.client.admin).await.with_context(|| format!("binding the admin port {}", args.client.admin))?;
+    let admin = TcpListener::bind(args.client.admin)
+        .await
+        .with_context(|| format!("binding the admin port {}", args.client.admin))?;
     integration::admin::serve(admin, node, "gonode").await
 }

@@ -87,9 +87,10 @@ async fn main() -> Result<()> {
     let env = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(env))
-        .with(DerpGaveUp(derp_tx).with_filter(filter::filter_fn(|m| {
-            m.target() == DERP_TARGET && *m.level() == tracing::Level::ERROR
-        })))
+        .with(
+            DerpGaveUp(derp_tx)
+                .with_filter(filter::filter_fn(|m| m.target() == DERP_TARGET && *m.level() == tracing::Level::ERROR)),
+        )
         .init();
     let args = Args::parse();
     if let Some(dir) = args.state.parent() {
@@ -125,7 +126,9 @@ async fn main() -> Result<()> {
             listener.set_nonblocking(true)?;
             TcpListener::from_std(listener).context("taking over the admin port")?
         }
-        None => TcpListener::bind(args.client.admin).await.with_context(|| format!("binding the admin port {}", args.client.admin))?,
+        None => TcpListener::bind(args.client.admin)
+            .await
+            .with_context(|| format!("binding the admin port {}", args.client.admin))?,
     };
     let _ = admin_fd.set(admin.as_raw_fd());
     let node: Arc<dyn Client> = supervised;

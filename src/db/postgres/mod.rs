@@ -15,8 +15,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use conn::PgConn;
-pub use pool::Pool;
 use pool::Limits;
+pub use pool::Pool;
 
 use crate::config::Postgres as Settings;
 use crate::db::DbError;
