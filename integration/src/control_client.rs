@@ -96,7 +96,7 @@ impl ControlClient {
         let status = response.status();
         let body = response.collect_bytes().await.map_err(|e| anyhow!("reading the answer: {e}"))?;
         anyhow::ensure!(status.is_success(), "registration answered {status}: {}", String::from_utf8_lossy(&body));
-        let answer: RegisterResponse = serde_json::from_slice(&body).context("parsing the registration answer")?;
+        let answer: RegisterResponse<'_> = serde_json::from_slice(&body).context("parsing the registration answer")?;
         Ok(RegisterAnswer {
             authorized: answer.machine_authorized,
             auth_url: answer.auth_url.to_string(),

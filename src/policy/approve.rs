@@ -18,7 +18,7 @@ pub struct AutoApproval {
 
 impl AutoApproval {
     /// Resolves the policy's approvers to nodes.
-    pub fn compile(policy: &ParsedPolicy, resolver: &mut Resolver) -> Self {
+    pub fn compile(policy: &ParsedPolicy, resolver: &mut Resolver<'_>) -> Self {
         let n = resolver.tailnet.len();
         let mut nodes_of = |aliases: &[super::alias::Alias]| {
             let mut set = NodeSet::new(n);

@@ -28,7 +28,7 @@ pub struct NodeAttrs {
 
 impl NodeAttrs {
     /// Resolves the targets of the policy's `nodeAttrs`.
-    pub fn compile(policy: &ParsedPolicy, resolver: &mut Resolver) -> Self {
+    pub fn compile(policy: &ParsedPolicy, resolver: &mut Resolver<'_>) -> Self {
         let n = resolver.tailnet.len();
         let rules = policy
             .node_attrs

@@ -260,7 +260,7 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// Compiles the grants of a policy for a tailnet.
-    pub fn compile(policy: &ParsedPolicy, resolver: &mut Resolver) -> RuleSet {
+    pub fn compile(policy: &ParsedPolicy, resolver: &mut Resolver<'_>) -> RuleSet {
         let t = resolver.tailnet;
         let mut targets = Targets::default();
         let mut global = Vec::new();
@@ -505,7 +505,7 @@ fn reduce_cap(t: &Tailnet, node: &PolicyNode, cap: &CapDst) -> Option<CapGrant> 
 
 /// The destination entries of some aliases on some ports, and every address they name.
 fn dst_entries<'a>(
-    resolver: &mut Resolver,
+    resolver: &mut Resolver<'_>,
     targets: &mut Targets,
     aliases: impl IntoIterator<Item = &'a Alias>,
     ports: &[PortRange],
@@ -538,7 +538,7 @@ fn block_entries(first: u32, count: usize, ports: &[PortRange], out: &mut Vec<Ds
 }
 
 /// The prefixes an alias names as a capability destination.
-fn cap_dsts(resolver: &mut Resolver, alias: &Alias) -> Vec<IpNet> {
+fn cap_dsts(resolver: &mut Resolver<'_>, alias: &Alias) -> Vec<IpNet> {
     if *alias == Alias::Wildcard {
         return wildcard_prefixes().to_vec();
     }
@@ -576,7 +576,7 @@ fn cap_rules(
 }
 
 /// The global rules of a grant (everything but `autogroup:self`).
-fn grant_rules(gi: u32, grant: &Grant, resolver: &mut Resolver, targets: &mut Targets) -> Vec<Rule> {
+fn grant_rules(gi: u32, grant: &Grant, resolver: &mut Resolver<'_>, targets: &mut Targets) -> Vec<Rule> {
     let src = resolver.sources(&grant.src, true);
     let dsts: Vec<&Alias> = grant.dst.iter().filter(|a| **a != Alias::AutoGroup(AutoGroup::SelfDevices)).collect();
     let mut seq = 0;
@@ -616,7 +616,7 @@ fn self_rules_for(
     grant: &Grant,
     all_src: &Sources,
     (own, first): (&Resolved, u32),
-    resolver: &mut Resolver,
+    resolver: &mut Resolver<'_>,
 ) -> Vec<Rule> {
     let user_nodes = &own.nodes;
     let src_nodes = user_nodes.intersection(&all_src.nodes);
@@ -653,7 +653,7 @@ fn self_rules_for(
 }
 
 /// The `via` rules of a grant for node `i`, if it carries a via tag and routes a destination.
-fn via_rules_for(gi: u32, grant: &Grant, i: usize, resolver: &mut Resolver, targets: &mut Targets) -> Vec<Rule> {
+fn via_rules_for(gi: u32, grant: &Grant, i: usize, resolver: &mut Resolver<'_>, targets: &mut Targets) -> Vec<Rule> {
     let t = resolver.tailnet;
     let node = &t.nodes[i];
     if !node.tags.iter().any(|tag| grant.via.contains(tag)) || grant.ip.is_empty() {

@@ -34,7 +34,7 @@ pub struct RouteSteering {
 
 impl RouteSteering {
     /// Resolves the policy's via grants.
-    pub fn compile(policy: &ParsedPolicy, resolver: &mut Resolver) -> Self {
+    pub fn compile(policy: &ParsedPolicy, resolver: &mut Resolver<'_>) -> Self {
         let n = resolver.tailnet.len();
         let mut steerings = Vec::new();
         for grant in policy.grants.iter().filter(|g| !g.via.is_empty()) {

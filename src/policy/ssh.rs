@@ -49,7 +49,7 @@ pub struct SshRules {
 
 impl SshRules {
     /// Resolves the rules' sources and destinations.
-    pub fn compile(specs: &[SshRuleSpec], resolver: &mut Resolver) -> Self {
+    pub fn compile(specs: &[SshRuleSpec], resolver: &mut Resolver<'_>) -> Self {
         let t = resolver.tailnet;
         let mut rules = Vec::new();
         for spec in specs {

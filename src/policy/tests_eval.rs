@@ -43,7 +43,7 @@ pub fn run_tests(policy: &ParsedPolicy, compiled: &CompiledPolicy) -> Result<(),
 }
 
 /// The source of a test: its alias, and the addresses it stands for.
-fn test_source(src: Option<&str>, resolver: &mut Resolver) -> Result<(Alias, IpSet, NodeSet), String> {
+fn test_source(src: Option<&str>, resolver: &mut Resolver<'_>) -> Result<(Alias, IpSet, NodeSet), String> {
     let text = src.filter(|s| !s.trim().is_empty()).ok_or("src is missing")?;
     let alias = parse_alias(text).map_err(|e| format!("src {text:?}: {e}"))?;
     let r = resolver.resolve(&alias);
@@ -54,7 +54,7 @@ fn test_source(src: Option<&str>, resolver: &mut Resolver) -> Result<(Alias, IpS
 }
 
 /// The untagged nodes of the user(s) a source names, for `autogroup:self` destinations.
-fn self_nodes(src: &Alias, src_nodes: &NodeSet, resolver: &Resolver) -> NodeSet {
+fn self_nodes(src: &Alias, src_nodes: &NodeSet, resolver: &Resolver<'_>) -> NodeSet {
     let t = resolver.tailnet;
     let mut out = NodeSet::new(t.len());
     if matches!(src, Alias::User(_) | Alias::UserDomain(_) | Alias::Group(_) | Alias::AutoGroup(AutoGroup::Member)) {
@@ -67,7 +67,7 @@ fn self_nodes(src: &Alias, src_nodes: &NodeSet, resolver: &Resolver) -> NodeSet 
     out
 }
 
-fn check_test(test: &PolicyTest, compiled: &CompiledPolicy, resolver: &mut Resolver) -> Result<(), String> {
+fn check_test(test: &PolicyTest, compiled: &CompiledPolicy, resolver: &mut Resolver<'_>) -> Result<(), String> {
     if test.accept.is_empty() && test.deny.is_empty() {
         return Err("neither accept nor deny is given".into());
     }
@@ -138,7 +138,7 @@ fn ssh_test_refusal(test: &SshTest) -> Option<String> {
     None
 }
 
-fn check_ssh_test(test: &SshTest, compiled: &CompiledPolicy, resolver: &mut Resolver) -> Result<(), String> {
+fn check_ssh_test(test: &SshTest, compiled: &CompiledPolicy, resolver: &mut Resolver<'_>) -> Result<(), String> {
     if test.accept.is_empty() && test.deny.is_empty() && test.check.is_empty() {
         return Err("none of accept, deny or check is given".into());
     }

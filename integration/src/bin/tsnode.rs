@@ -120,8 +120,8 @@ async fn main() -> Result<()> {
         }
     });
     let admin = match inherited {
-        // SAFETY: the descriptor is the listener the previous process kept open for this one.
         Some(fd) => {
+            // SAFETY: the descriptor is the listener the previous process kept open for this one.
             let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
             listener.set_nonblocking(true)?;
             TcpListener::from_std(listener).context("taking over the admin port")?
