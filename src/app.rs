@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::control::Control;
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, Schema};
 use crate::derp::{self, DerpServer};
 use crate::mapper::{Bound, MapContext};
 use crate::router::Router;
@@ -70,11 +70,6 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     f.write_all(content.as_bytes())
 }
 
-/// Opens the configured database.
-pub fn open_database(config: &Config) -> Result<Db, AppError> {
-    Ok(Db::open_configured(&config.database)?)
-}
-
 /// How long start-up keeps trying to reach the database.
 const DATABASE_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -104,16 +99,41 @@ async fn open_database_patiently(config: &Config) -> Result<Db, AppError> {
     }
 }
 
-/// Checks everything `serve` would need, without listening (`headscale configtest`).
-pub fn check(config: &Config) -> Result<(), AppError> {
+/// Checks everything `serve` would need, without listening and without writing anything
+/// (`headscale configtest`): the settings, the key files that exist, and the database's
+/// schema. Returns what start-up would do besides serving (keys to generate, a database to
+/// create or migrate), one sentence each.
+pub fn check(config: &Config) -> Result<Vec<String>, AppError> {
     reject_unsupported(config)?;
     crate::grpc::check_remote(config)?;
-    load_or_generate_key(&config.noise.private_key_path)?;
+    let mut notes = Vec::new();
+    let mut key = |what: &str, path: &Path| -> Result<(), AppError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => PrivateKey::parse(text.trim())
+                .map(drop)
+                .map_err(|e| AppError::KeyFile { path: path.display().to_string(), message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                notes.push(format!("{what} {} does not exist; serve will generate it", path.display()));
+                Ok(())
+            }
+            Err(e) => Err(AppError::KeyFile { path: path.display().to_string(), message: e.to_string() }),
+        }
+    };
+    key("noise.private_key_path", &config.noise.private_key_path)?;
     if config.derp.server.enabled {
-        load_or_generate_key(&config.derp.server.private_key_path)?;
+        key("derp.server.private_key_path", &config.derp.server.private_key_path)?;
     }
-    open_database(config)?;
-    Ok(())
+    match Db::inspect_configured(&config.database)? {
+        None => notes.push(format!(
+            "the database {} does not exist; serve will create it",
+            config.database.sqlite.path.display()
+        )),
+        Some(Schema::Behind { found, latest }) => {
+            notes.push(format!("the database schema is at version {found}; serve will migrate it to {latest}"))
+        }
+        Some(Schema::Current) => {}
+    }
+    Ok(notes)
 }
 
 /// Refuses settings this version cannot honour, rather than silently ignoring them.

@@ -63,7 +63,10 @@ async fn main() -> ExitCode {
             }
         },
         Command::Configtest => match headscale::app::check(&config) {
-            Ok(()) => {
+            Ok(notes) => {
+                for note in notes {
+                    println!("{note}");
+                }
                 println!("configuration is valid");
                 ExitCode::SUCCESS
             }

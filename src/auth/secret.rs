@@ -1,6 +1,8 @@
 //! Secret keys of the form `hskey-<kind>-<prefix>-<secret>`: pre-auth keys (`hskey-auth-`) and
-//! API keys (`hskey-api-`). Only the prefix and a SHA-256 of the secret are stored. The secret is 256 bits of randomness, so a fast hash is as safe as a slow
-//! one here (nothing to brute-force) and keeps registration fast; comparisons are constant-time.
+//! API keys (`hskey-api-`). Only the prefix and a SHA-256 of the secret are stored. The secret
+//! is 64 characters drawn uniformly from 62 (about 381 bits of randomness), so a fast hash is as
+//! safe as a slow one here (nothing to brute-force) and keeps registration fast; comparisons
+//! are constant-time.
 
 use rand::distributions::{Alphanumeric, DistString};
 use sha2::{Digest, Sha256};

@@ -128,6 +128,38 @@ pub fn version(c: &mut dyn Conn) -> Result<i64, DbError> {
     Ok(c.query_opt(table, sql, &[])?.map(|r| r.opt_int(column)).transpose()?.flatten().unwrap_or(0))
 }
 
+/// The number of migrations that have run, read without writing: 0 for a PostgreSQL database
+/// this server never opened (which has no `schema_version` table yet).
+pub fn version_read_only(c: &mut dyn Conn) -> Result<i64, DbError> {
+    if c.engine() == Engine::Postgres {
+        let sql = "SELECT count(*) AS n FROM information_schema.tables \
+                   WHERE table_schema = current_schema() AND table_name = 'schema_version'";
+        let present = c.query_opt("schema_version", sql, &[])?.map(|r| r.opt_int("n")).transpose()?.flatten();
+        if present.unwrap_or(0) == 0 {
+            return Ok(0);
+        }
+    }
+    version(c)
+}
+
+/// How a database at schema version `found` compares with this server's.
+pub fn compare(found: i64) -> Result<Schema, DbError> {
+    match found {
+        f if f > LATEST => Err(DbError::TooNew { found, known: LATEST }),
+        LATEST => Ok(Schema::Current),
+        _ => Ok(Schema::Behind { found, latest: LATEST }),
+    }
+}
+
+/// Where an existing database's schema stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schema {
+    /// Up to date.
+    Current,
+    /// Start-up will run the migrations from `found` to `latest`.
+    Behind { found: i64, latest: i64 },
+}
+
 fn set_version(c: &mut dyn Conn, version: i64) -> Result<(), DbError> {
     match c.engine() {
         Engine::Sqlite => c.batch(&format!("PRAGMA user_version = {version}")),
@@ -145,9 +177,7 @@ pub fn migrate(c: &mut dyn Conn) -> Result<(), DbError> {
     loop {
         let done = sql::transaction(c, begin_exclusive(engine), |c| {
             let found = version(c)?;
-            if found > LATEST {
-                return Err(DbError::TooNew { found, known: LATEST });
-            }
+            compare(found)?;
             let Some(next) = MIGRATIONS.get(found as usize) else { return Ok(true) };
             c.batch(&render(next, engine))
                 .map_err(|e| DbError::Migration { version: found + 1, source: Box::new(e) })?;

@@ -1,8 +1,10 @@
 //! Storage: one schema with versioned migrations (`migrations`), kept in SQLite (`sqlite`) or
 //! PostgreSQL (`postgres`). The reads and writes of each record (`users`, `pre_auth_keys`,
 //! `nodes`, `api_keys`, `policies`) are written once, over `sql::Conn`, which both engines
-//! implement. Only `state` calls into this module; everything it stores is read back whole at
-//! start-up. Calls block; `Db::run` moves them off the async runtime.
+//! implement. Only `state` calls into this module (and `app`, to open it). Users, nodes,
+//! pre-auth keys and the policy are read back whole at start-up; API keys are looked up when
+//! a request presents one or an admin lists them. Calls block; `Db::run` moves them off the
+//! async runtime.
 
 mod api_keys;
 mod migrations;
@@ -23,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub use api_keys::ApiKey;
+pub use migrations::Schema;
 pub use policies::StoredPolicy;
 pub use sql::Engine;
 
@@ -116,6 +119,26 @@ impl Db {
     /// Connects to PostgreSQL (`database.postgres.*`) and brings the schema up to date.
     pub fn open_postgres(settings: &crate::config::Postgres) -> Result<Db, DbError> {
         Db::migrated(Store::Postgres(postgres::open(settings)?))
+    }
+
+    /// What opening the configured database at start-up would find, read without writing
+    /// anything (`headscale configtest`): `None` if the SQLite file does not exist yet (it
+    /// will be created), else where its schema stands. A database written by a newer server
+    /// is an error, as it is at start-up.
+    pub fn inspect_configured(database: &Database) -> Result<Option<Schema>, DbError> {
+        let db = match database.kind.as_str() {
+            "sqlite" | "sqlite3" => {
+                let path = &database.sqlite.path;
+                if !path.exists() {
+                    return Ok(None);
+                }
+                Db { store: Store::Sqlite(Arc::new(Mutex::new(sqlite::open_read_only(path)?))) }
+            }
+            "postgres" => Db { store: Store::Postgres(postgres::open(&database.postgres)?) },
+            other => return Err(DbError::UnknownType(other.to_string())),
+        };
+        let found = db.with(migrations::version_read_only)?;
+        migrations::compare(found).map(Some)
     }
 
     fn migrated(store: Store) -> Result<Db, DbError> {

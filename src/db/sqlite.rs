@@ -18,6 +18,32 @@ pub fn open(path: &Path, write_ahead_log: bool, wal_autocheckpoint: i64) -> Resu
     prepare(Connection::open(path)?, write_ahead_log, wal_autocheckpoint)
 }
 
+/// Opens an existing database file for reading only: nothing is created or changed. Without
+/// a write-ahead log beside it (no server has it open, and every commit is in the file) the
+/// file is opened as immutable, since even a read-only reader of a WAL database would
+/// otherwise create the log and its index; with one, it is read through them.
+pub fn open_read_only(path: &Path) -> Result<Connection, DbError> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let escaped: String = path
+        .to_string_lossy()
+        .chars()
+        .map(|c| match c {
+            '%' => "%25".to_string(),
+            '?' => "%3f".to_string(),
+            '#' => "%23".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    let immutable = if Path::new(&wal).exists() { "" } else { "&immutable=1" };
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+        | rusqlite::OpenFlags::SQLITE_OPEN_URI
+        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(format!("file:{escaped}?mode=ro{immutable}"), flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
 /// An in-memory database.
 pub fn open_in_memory() -> Result<Connection, DbError> {
     prepare(Connection::open_in_memory()?, false, 0)

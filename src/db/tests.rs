@@ -186,6 +186,26 @@ fn the_same_postgres_database_is_opened_again_with_its_records() {
 }
 
 #[test]
+fn inspecting_a_postgres_database_reads_and_writes_nothing() {
+    let Some(settings) = postgres_settings() else { return };
+    let database =
+        crate::config::Database { kind: "postgres".into(), postgres: settings.clone(), ..Default::default() };
+    let fresh = Db::inspect_configured(&database).unwrap();
+    assert_eq!(fresh, Some(super::Schema::Behind { found: 0, latest: LATEST }));
+    let probe = Db { store: super::Store::Postgres(super::postgres::open(&settings).unwrap()) };
+    let tables = probe
+        .with(|c| {
+            let sql = "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = current_schema()";
+            c.query_opt("tables", sql, &[])?.map(|r| r.opt_int("n")).transpose()
+        })
+        .unwrap()
+        .flatten();
+    assert_eq!(tables, Some(0), "inspecting created tables");
+    Db::open_postgres(&settings).unwrap();
+    assert_eq!(Db::inspect_configured(&database).unwrap(), Some(super::Schema::Current));
+}
+
+#[test]
 fn an_unreachable_server_is_named_and_retryable() {
     let Some(mut settings) = postgres_settings() else { return };
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
