@@ -1,63 +1,142 @@
-//! Durations in Headscale's config and CLI syntax: Go's (`1h30m`, `90s`, `500ms`) plus
-//! Prometheus's day, week and year units (`90d`, `1w`, `1y`). A bare `0` means zero.
+//! Go's duration syntax (`1h30m`, `-1m`, `1.5s`, with Go's error texts), as the policy's
+//! `checkPeriod` uses it, and Headscale's config and CLI durations: Go's units plus
+//! Prometheus's day, week and year (`90d`, `1w`, `1y`), never negative. A bare `0` means zero.
 
 use std::time::Duration;
+
+/// Nanoseconds, signed.
+pub type Nanos = i128;
+
+/// Go's units.
+const GO_UNITS: &[(&str, Nanos)] = &[
+    ("ns", 1),
+    ("us", 1_000),
+    ("µs", 1_000),
+    ("μs", 1_000),
+    ("ms", 1_000_000),
+    ("s", 1_000_000_000),
+    ("m", 60_000_000_000),
+    ("h", 3_600_000_000_000),
+];
+
+/// The units Prometheus adds, which Headscale's config and CLI accept.
+const PROMETHEUS_UNITS: &[(&str, Nanos)] =
+    &[("d", 86_400_000_000_000), ("w", 604_800_000_000_000), ("y", 31_536_000_000_000_000)];
 
 /// A duration string could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid duration {0:?}: expected a number with a unit, like 30s, 15m, 24h or 90d")]
 pub struct DurationError(pub String);
 
-/// Parses `1h30m`, `90s`, `500ms`, `90d`, `0`.
+/// Parses a config or CLI duration: `1h30m`, `90s`, `500ms`, `90d`, `0`.
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
-    let err = || DurationError(s.to_string());
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
+    match parse_with(s.trim(), &[GO_UNITS, PROMETHEUS_UNITS]) {
+        Ok(n) if n >= 0 => Ok(Duration::from_nanos(n as u64)),
+        _ => Err(DurationError(s.to_string())),
     }
-    if t.is_empty() {
-        return Err(err());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
-        if num_len == 0 {
-            return Err(err());
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| err())?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let secs_per_unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86_400.0,
-            "w" => 604_800.0,
-            "y" => 31_536_000.0,
-            _ => return Err(err()),
-        };
-        rest = &rest[unit_len..];
-        total += Duration::from_secs_f64(value * secs_per_unit);
-    }
-    Ok(total)
 }
 
 /// Formats a duration the way Go prints it (`1h30m0s`), for messages and config dumps.
 pub fn format_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 && d.subsec_millis() > 0 {
-        return format!("{}ms", d.subsec_millis());
+    format_go(d.as_nanos() as Nanos)
+}
+
+/// Parses a Go duration; the error text is Go's (`time: invalid duration "abc"`).
+pub fn parse_go(text: &str) -> Result<Nanos, String> {
+    parse_with(text, &[GO_UNITS])
+}
+
+/// Parses `text` with the units of `tables`, as Go's `time.ParseDuration` reads numbers,
+/// signs and fractions.
+fn parse_with(text: &str, tables: &[&[(&str, Nanos)]]) -> Result<Nanos, String> {
+    let invalid = || format!("time: invalid duration {text:?}");
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(0);
     }
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
+    if rest.is_empty() {
+        return Err(invalid());
     }
+    let mut total: Nanos = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (int_part, after) = rest.split_at(int_len);
+        let (frac_part, after) = match after.strip_prefix('.') {
+            Some(f) => {
+                let n = f.bytes().take_while(u8::is_ascii_digit).count();
+                f.split_at(n)
+            }
+            None => ("", after),
+        };
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(invalid());
+        }
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        if unit.is_empty() {
+            return Err(format!("time: missing unit in duration {text:?}"));
+        }
+        let scale = tables
+            .iter()
+            .flat_map(|t| t.iter())
+            .find(|(u, _)| *u == unit)
+            .map(|(_, s)| *s)
+            .ok_or_else(|| format!("time: unknown unit {unit:?} in duration {text:?}"))?;
+        let whole: Nanos = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| invalid())? };
+        let mut value = whole.checked_mul(scale).ok_or_else(invalid)?;
+        let mut place = scale;
+        for digit in frac_part.bytes().take(20) {
+            place /= 10;
+            value += Nanos::from(digit - b'0') * place;
+        }
+        total = total.checked_add(value).ok_or_else(invalid)?;
+        if total > Nanos::from(i64::MAX) {
+            return Err(invalid());
+        }
+        rest = after;
+    }
+    Ok(if negative { -total } else { total })
+}
+
+/// Writes a duration the way Go's `Duration.String` does (`1h0m0s`, `-1m0s`, `1.5s`).
+pub fn format_go(nanos: Nanos) -> String {
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let sign = if nanos < 0 { "-" } else { "" };
+    let n = nanos.unsigned_abs();
+    if n < 1_000_000_000 {
+        let (unit, scale) = match n {
+            0..=999 => ("ns", 1),
+            1_000..=999_999 => ("µs", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{sign}{}{unit}", fraction(n, scale));
+    }
+    let hours = n / 3_600_000_000_000;
+    let minutes = n / 60_000_000_000 % 60;
+    let seconds = fraction(n % 60_000_000_000, 1_000_000_000);
+    match (hours, minutes) {
+        (0, 0) => format!("{sign}{seconds}s"),
+        (0, m) => format!("{sign}{m}m{seconds}s"),
+        (h, m) => format!("{sign}{h}h{m}m{seconds}s"),
+    }
+}
+
+/// `n / scale` with the remainder as decimals, trailing zeros dropped.
+fn fraction(n: u128, scale: u128) -> String {
+    let whole = n / scale;
+    let rem = n % scale;
+    if rem == 0 {
+        return whole.to_string();
+    }
+    let width = scale.ilog10() as usize;
+    let digits = format!("{rem:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 /// serde helpers: a duration as its text form (numbers are read as seconds).
@@ -91,6 +170,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn go_durations_parse_like_go() {
+        assert_eq!(parse_go("1h").unwrap(), 3_600_000_000_000);
+        assert_eq!(parse_go("1h30m").unwrap(), 5_400_000_000_000);
+        assert_eq!(parse_go("-1m").unwrap(), -60_000_000_000);
+        assert_eq!(parse_go("1.5s").unwrap(), 1_500_000_000);
+        assert_eq!(parse_go("0").unwrap(), 0);
+        assert_eq!(parse_go("abc").unwrap_err(), "time: invalid duration \"abc\"");
+        assert_eq!(parse_go("1").unwrap_err(), "time: missing unit in duration \"1\"");
+        assert!(parse_go("1d").unwrap_err().contains("unknown unit"));
+        assert!(parse_go("").is_err() && parse_go("-").is_err() && parse_go(".s").is_err());
+    }
+
+    #[test]
+    fn go_durations_format_like_go() {
+        assert_eq!(format_go(parse_go("-1m").unwrap()), "-1m0s");
+        assert_eq!(format_go(parse_go("168h0m1s").unwrap()), "168h0m1s");
+        assert_eq!(format_go(parse_go("90s").unwrap()), "1m30s");
+        assert_eq!(format_go(parse_go("1.5s").unwrap()), "1.5s");
+        assert_eq!(format_go(parse_go("1500ms").unwrap()), "1.5s");
+        assert_eq!(format_go(parse_go("2ms").unwrap()), "2ms");
+        assert_eq!(format_go(0), "0s");
+    }
+
+    #[test]
     fn parses_go_and_prometheus_units() {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86400));
@@ -100,12 +203,14 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("-1h").is_err());
     }
 
     #[test]
     fn formats_like_go() {
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m0s");
         assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(parse_duration(&format_duration(Duration::from_secs(3661))).unwrap(), Duration::from_secs(3661));
     }
 }

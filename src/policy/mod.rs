@@ -20,7 +20,6 @@ mod compiled;
 mod fasthash;
 #[cfg(test)]
 mod fixture;
-mod go_duration;
 mod hujson;
 mod ipset;
 mod matcher;

@@ -12,7 +12,6 @@ use super::alias::{
     check_tag, parse_alias, parse_ip_entry, parse_ports, parse_prefix, parse_proto, protos_have_ports,
     split_host_ports, Alias, AutoGroup,
 };
-use super::go_duration;
 use super::hujson::{self, HujsonError};
 use super::ipset::IpRange;
 use super::types::{
@@ -622,17 +621,17 @@ impl Parser {
         let check_period = match self.string(f.remove("checkPeriod"), &format!("{path}.checkPeriod")) {
             None => None,
             Some(p) if p == "always" => Some(CheckPeriod::Always),
-            Some(p) => match go_duration::parse(&p) {
+            Some(p) => match crate::duration::parse_go(&p) {
                 Err(e) => {
                     self.error(e);
                     None
                 }
                 Ok(n) if n <= 0 => {
-                    self.error(format!("checkPeriod {} must be a positive duration", go_duration::format(n)));
+                    self.error(format!("checkPeriod {} must be a positive duration", crate::duration::format_go(n)));
                     None
                 }
                 Ok(n) if n > MAX_CHECK_PERIOD.as_nanos() as i128 => {
-                    self.error(format!("checkPeriod {} is above the max (168h)", go_duration::format(n)));
+                    self.error(format!("checkPeriod {} is above the max (168h)", crate::duration::format_go(n)));
                     None
                 }
                 Ok(n) => Some(CheckPeriod::Every(Duration::from_nanos(n as u64))),
