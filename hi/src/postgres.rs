@@ -32,20 +32,12 @@ const DATA: &str = "/var/lib/postgresql/data";
 const CONF_DIR: &str = "/etc/hi-postgres";
 /// The `postgres` user in the image.
 const UID: u32 = 999;
-/// What the server logs once it accepts connections.
-const READY: &str = "database system is ready to accept connections";
 
 /// The newest PostgreSQL server installed on this host.
 pub fn host_installation() -> Result<PathBuf> {
-    let root = Path::new("/usr/lib/postgresql");
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
-        .with_context(|| format!("no PostgreSQL server here ({} is missing)", root.display()))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
-        .filter(|(_, p): &(u32, PathBuf)| p.join("bin/postgres").is_file())
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, p)| p).with_context(|| format!("no bin/postgres under {}", root.display()))
+    test_postgres::debian_installation().context(
+        "no PostgreSQL server here: nothing under /usr/lib/postgresql/<version>/bin (apt-get install postgresql)",
+    )
 }
 
 /// The root file system: the server installation and what it loads.
@@ -99,21 +91,10 @@ pub async fn ensure_image(docker: &Docker, run: &str) -> Result<String> {
         name: name.clone(),
         image: base.clone(),
         user: Some("postgres".into()),
-        cmd: [
-            "initdb",
-            "-D",
-            DATA,
-            "-U",
-            ROLE,
-            &format!("--pwfile={CONF_DIR}/password"),
-            "-E",
-            "UTF8",
-            "--no-locale",
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-        ]
-        .map(String::from)
-        .to_vec(),
+        cmd: ["initdb".to_string()]
+            .into_iter()
+            .chain(test_postgres::initdb_args(DATA, ROLE, &format!("{CONF_DIR}/password")))
+            .collect(),
         network: "none".into(),
         role: "initdb".into(),
         ..ContainerSpec::default()
@@ -168,7 +149,7 @@ pub async fn start(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let log = String::from_utf8_lossy(&docker::logs(docker, name).await?).into_owned();
-        if log.contains(READY) {
+        if log.contains(test_postgres::READY) {
             return Ok(());
         }
         ensure!(docker::state(docker, name).await?.0, "PostgreSQL exited:\n{log}");

@@ -1,4 +1,8 @@
-//! Throwaway PostgreSQL clusters for tests. The first test of a process that asks gets a
+//! Throwaway PostgreSQL clusters for tests, from the PostgreSQL server installed on the
+//! machine; `hi` makes its PostgreSQL container image from the same installation
+//! ([`debian_installation`], [`initdb_args`]).
+//!
+//! The first test of a process that asks gets a
 //! cluster of its own: `initdb` into a temporary directory, then `postgres` on a free loopback
 //! port with its socket in that directory, both as an unprivileged user when the tests run as
 //! root (PostgreSQL refuses to run as root). Every test then gets a fresh database in it. When
@@ -31,7 +35,8 @@ pub const PASSWORD: &str = "throwaway-password";
 /// The variable that, set to `skip`, turns the PostgreSQL tests off.
 pub const SKIP_VARIABLE: &str = "HEADSCALE_TEST_POSTGRES";
 
-const READY: &str = "database system is ready to accept connections";
+/// What the server logs once it accepts connections.
+pub const READY: &str = "database system is ready to accept connections";
 const INSTALL: &str = "install the PostgreSQL server with `apt-get install postgresql`, or set \
     HEADSCALE_TEST_POSTGRES=skip to skip the PostgreSQL tests";
 
@@ -118,19 +123,8 @@ impl Cluster {
         let log = dir.join("initdb.log");
         let mut initdb = account.command(&bin.join("initdb"), &dir);
         initdb
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                USER,
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-            ])
-            .arg(format!("--pwfile={}", pwfile.display()))
+            .args(initdb_args(&data.display().to_string(), USER, &pwfile.display().to_string()))
+            .arg("--no-sync")
             .stdout(log_file(&log)?)
             .stderr(log_file(&log)?);
         let status = initdb.status().map_err(|e| format!("running {}: {e}", bin.join("initdb").display()))?;
@@ -178,20 +172,42 @@ impl Cluster {
     }
 }
 
-/// The directory with `initdb`, `postgres` and `createdb`: the newest Debian installation,
-/// else wherever `initdb` is on `PATH`.
-fn binaries() -> Result<PathBuf, String> {
-    let complete = |bin: &Path| ["initdb", "postgres", "createdb"].iter().all(|t| bin.join(t).is_file());
-    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+/// The newest Debian installation of the PostgreSQL server (`/usr/lib/postgresql/<version>`,
+/// Debian's `postgresql` package) whose `bin/` holds `initdb`, `postgres` and `createdb`.
+pub fn debian_installation() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, bin)| complete(bin))
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+        .filter(|(_, install)| complete(&install.join("bin")))
         .collect();
-    debian.sort();
+    found.sort();
+    found.pop().map(|(_, install)| install)
+}
+
+/// `initdb`'s arguments for a cluster in `data` owned by role `owner`, whose password is in
+/// `pwfile`: UTF-8 without a locale, local connections trusted, SCRAM over the network.
+pub fn initdb_args(data: &str, owner: &str, pwfile: &str) -> Vec<String> {
+    let fixed = ["-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256"];
+    ["-D", data, "-U", owner]
+        .iter()
+        .chain(&fixed)
+        .map(|a| a.to_string())
+        .chain([format!("--pwfile={pwfile}")])
+        .collect()
+}
+
+/// Whether `bin` holds the programs a cluster needs.
+fn complete(bin: &Path) -> bool {
+    ["initdb", "postgres", "createdb"].iter().all(|t| bin.join(t).is_file())
+}
+
+/// The directory with `initdb`, `postgres` and `createdb`: the newest Debian installation's,
+/// else wherever `initdb` is on `PATH`.
+fn binaries() -> Result<PathBuf, String> {
     let on_path = || std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).find(|d| complete(d));
-    debian.pop().map(|(_, bin)| bin).or_else(on_path).ok_or_else(|| {
+    debian_installation().map(|install| install.join("bin")).or_else(on_path).ok_or_else(|| {
         format!("the PostgreSQL server (initdb, postgres, createdb) is not installed here: not under /usr/lib/postgresql/*/bin nor on PATH; {INSTALL}")
     })
 }
