@@ -180,4 +180,107 @@ mod tests {
             assert!(seen.insert(ip));
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Allocate,
+            /// Releases the `n % live`th address in use.
+            Release(usize),
+            /// Marks host offset `n` of the IPv4 prefix as used, as start-up does for stored nodes.
+            MarkUsed(u32),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![4 => Just(Op::Allocate), 2 => any::<usize>().prop_map(Op::Release), 1 => any::<u32>().prop_map(Op::MarkUsed)]
+        }
+
+        /// Small IPv4 prefixes, some over the reserved 100.100.100.100/31 and the ChromeOS
+        /// range, and IPv6 prefixes small enough to run out first.
+        fn prefixes() -> impl Strategy<Value = (Ipv4Net, Ipv6Net)> {
+            let v4 = prop_oneof![
+                (26u8..=30).prop_map(|len| Ipv4Net::new(Ipv4Addr::new(100, 100, 100, 64), len).unwrap().trunc()),
+                (26u8..=30).prop_map(|len| Ipv4Net::new(Ipv4Addr::new(100, 115, 92, 0), len).unwrap().trunc()),
+                (24u8..=30).prop_map(|len| Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), len).unwrap()),
+            ];
+            let v6 = (120u8..=128).prop_map(|len| Ipv6Net::new(QUAD100_V6, len).unwrap().trunc());
+            (v4, v6)
+        }
+
+        /// Every address of `net` but its first and last, and those Tailscale reserves.
+        fn usable(net: IpNet) -> HashSet<IpAddr> {
+            let all: Vec<IpAddr> = match net {
+                IpNet::V4(n) => {
+                    (u32::from(n.network())..=u32::from(n.broadcast())).map(|a| Ipv4Addr::from(a).into()).collect()
+                }
+                IpNet::V6(n) => {
+                    (u128::from(n.network())..=u128::from(n.broadcast())).map(|a| Ipv6Addr::from(a).into()).collect()
+                }
+            };
+            let inner = all.len().saturating_sub(1);
+            all.iter().take(inner).skip(1).copied().filter(|ip| !is_reserved(*ip)).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// Whatever the order of allocations, releases and addresses loaded as used: an
+            /// address handed out is in its prefix, neither network, broadcast nor reserved,
+            /// and not in use; allocation fails only when a family has no usable address
+            /// left, and then takes nothing.
+            #[test]
+            fn allocations_are_unique_usable_and_fail_only_when_full(
+                (v4, v6) in prefixes(),
+                random in any::<bool>(),
+                ops in proptest::collection::vec(op(), 1..120),
+            ) {
+                let allocation = if random { Allocation::Random } else { Allocation::Sequential };
+                let mut ipam = Ipam::new(Some(v4), Some(v6), allocation);
+                let (usable4, usable6) = (usable(IpNet::V4(v4)), usable(IpNet::V6(v6)));
+                let mut live: Vec<IpAddr> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Allocate => {
+                            let free4 = usable4.iter().any(|ip| !live.contains(ip));
+                            let free6 = usable6.iter().any(|ip| !live.contains(ip));
+                            match ipam.allocate() {
+                                Ok((Some(a), Some(b))) => {
+                                    for ip in [IpAddr::V4(a), IpAddr::V6(b)] {
+                                        let usable = if ip.is_ipv4() { &usable4 } else { &usable6 };
+                                        prop_assert!(usable.contains(&ip), "{ip} is not a usable address");
+                                        prop_assert!(!live.contains(&ip), "{ip} was handed out twice");
+                                        live.push(ip);
+                                    }
+                                }
+                                Ok(other) => prop_assert!(false, "both families are configured: {other:?}"),
+                                Err(Exhausted(net)) => {
+                                    prop_assert!(!(free4 && free6), "{net} reported full with room in both");
+                                    // Nothing was taken: every usable address not live is still free.
+                                    let before = live.len();
+                                    prop_assert_eq!(ipam.used.len(), before);
+                                }
+                            }
+                        }
+                        Op::Release(n) if !live.is_empty() => {
+                            let ip = live.swap_remove(n % live.len());
+                            ipam.release(ip);
+                        }
+                        Op::Release(_) => {}
+                        Op::MarkUsed(n) => {
+                            let offset = n % (1u32 << (32 - v4.prefix_len()));
+                            let ip = IpAddr::V4(Ipv4Addr::from(u32::from(v4.network()) + offset));
+                            if !live.contains(&ip) {
+                                ipam.mark_used(ip);
+                                live.push(ip);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

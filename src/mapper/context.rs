@@ -107,3 +107,23 @@ fn dns_config(config: &Config) -> Option<Arc<DnsConfig>> {
     let cfg = DnsConfig { resolvers, routes, domains, proxied: dns.magic_dns };
     (cfg != DnsConfig::default()).then(|| Arc::new(cfg))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound() -> Bound {
+        Bound { listen: "127.0.0.1:8080".parse().unwrap(), derp_tls: None, stun: None }
+    }
+
+    /// Official clients kept uploading their logs to Tailscale's log service: no map told
+    /// them `Debug.DisableLogTail`, which Headscale sends unless `logtail.enabled`.
+    #[test]
+    fn regression_official_clients_uploaded_their_logs_to_tailscale() {
+        let mut config = Config::from_yaml("server_url: http://127.0.0.1:8080\n").unwrap();
+        let ctx = MapContext::from_config(&config, &bound());
+        assert_eq!(ctx.debug, Some(tailcfg::ClientDebug { disable_log_tail: true }));
+        config.logtail.enabled = true;
+        assert_eq!(MapContext::from_config(&config, &bound()).debug, None);
+    }
+}

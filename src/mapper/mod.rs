@@ -4,6 +4,8 @@
 //! keeps what a session has sent and turns change events into deltas.
 
 mod context;
+#[cfg(test)]
+mod delta_snapshots;
 mod render;
 mod session;
 

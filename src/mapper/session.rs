@@ -352,8 +352,10 @@ mod tests {
         assert!(d.packet_filter.is_none());
     }
 
+    /// A resync (after a user was renamed) sent only the profiles of users new to the client,
+    /// so clients kept showing the old name.
     #[test]
-    fn a_resync_sends_every_user_profile_again() {
+    fn regression_a_resync_kept_a_renamed_users_old_profile() {
         let (mut snap, mut view) = session();
         snap.users.insert(1, Arc::new(crate::testing::user(1, "alicia")));
         view.apply(&set(vec![Change::Everything]));
@@ -373,8 +375,10 @@ mod tests {
         assert_eq!(d.peers_changed.len(), 1);
     }
 
+    /// Expired peers are unroutable and an expired node sees no one. Pins a bug: when the
+    /// admin lifted a node's expiry, its peers were not sent again, so it stayed alone.
     #[test]
-    fn expired_peers_are_unroutable_and_an_expired_node_sees_no_one() {
+    fn regression_a_lifted_expiry_left_the_node_without_peers() {
         let (mut snap, mut view) = session();
         let mut two = crate::testing::node(2, Some(1));
         two.expiry = Some(t0() - chrono::Duration::seconds(1));
