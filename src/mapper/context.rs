@@ -120,7 +120,7 @@ mod tests {
     /// them `Debug.DisableLogTail`, which Headscale sends unless `logtail.enabled`.
     #[test]
     fn regression_official_clients_uploaded_their_logs_to_tailscale() {
-        let mut config = Config::from_yaml("server_url: http://127.0.0.1:8080\n").unwrap();
+        let mut config = Config::embedded(std::path::Path::new("/nonexistent"));
         let ctx = MapContext::from_config(&config, &bound());
         assert_eq!(ctx.debug, Some(tailcfg::ClientDebug { disable_log_tail: true }));
         config.logtail.enabled = true;
