@@ -1,6 +1,6 @@
 //! Wiring: loads keys and the database, builds `State`, binds the listeners (HTTP, DERP over
-//! TLS, STUN, the local gRPC socket), starts the background jobs, and stops them all on
-//! shutdown.
+//! TLS, STUN, the local gRPC socket, remote gRPC, metrics), starts the background jobs, and
+//! stops them all on shutdown.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -162,6 +162,16 @@ pub struct Running {
 }
 
 impl Running {
+    /// What Headscale reloads on SIGHUP (`systemctl reload`): the policy file, when the
+    /// policy comes from one. Never stops the server.
+    pub async fn reload(&self) {
+        if self.state.has_policy_file() {
+            self.state.reload_policy_file_logged().await;
+        } else {
+            tracing::info!("SIGHUP: nothing to reload (the policy does not come from a file)");
+        }
+    }
+
     /// Stops every listener and job and waits for them.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);

@@ -1,5 +1,5 @@
-//! The accept loop every TCP listener of the server runs: the main listener, the DERP TLS
-//! port and the metrics listener.
+//! The accept loop of the server's own TCP listeners: the main listener, the DERP TLS port and
+//! the metrics listener. (The remote gRPC listener is accepted by tonic.)
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,11 +1,13 @@
-//! The `headscale` program: `serve` and `configtest` run the server here; every other
-//! command is a client of the running server (see `cli`).
+//! The `headscale` program: `serve` runs the server here and `configtest` checks what it would
+//! need; every other command runs through `cli` (a client of the admin API, or a tool that
+//! needs no server).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use headscale::cli::{self, Cli, Command};
 use headscale::config::{Config, Source};
+use tokio::signal::unix::{signal, SignalKind};
 
 fn init_logging(config: &Config) {
     let level = match config.log.level.as_str() {
@@ -32,12 +34,21 @@ async fn serve(config: Config, source: Source) -> Result<(), Box<dyn std::error:
             tracing::info!(data = %dir.display(), "no config file found: running on the embedded default")
         }
     }
+    // Listening before the server starts: a signal that arrives during start-up is handled,
+    // never the default action (which would end the process on SIGHUP).
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
     let running = headscale::app::start(config).await?;
     headscale::alloc::spawn_trimmer();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => running.reload().await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = quit.recv() => break,
+        }
     }
     tracing::info!("shutting down");
     running.stop().await;

@@ -1,7 +1,7 @@
 //! The metrics listener (`metrics_listen_addr`, `GET /metrics`): the process's counters
 //! (`counters`) and gauges read from the snapshot when the page is asked for, in Prometheus's
-//! text format. Like Headscale's debug listener, it answers loopback, private and Tailscale
-//! addresses only.
+//! text format. Like Headscale's debug listener, it answers loopback, private, link-local and
+//! Tailscale addresses only.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

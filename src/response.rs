@@ -1,5 +1,5 @@
-//! Response helpers every HTTP handler of the server uses: the body type and plain-text,
-//! JSON, HTML and empty responses.
+//! Response helpers the server's HTTP handlers share (all but the DERP relay's): the body type
+//! and plain-text, JSON, HTML and empty responses.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};

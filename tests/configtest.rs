@@ -8,21 +8,7 @@ use std::process::Command;
 
 use sha2::Digest;
 
-fn write_config(dir: &Path) -> std::path::PathBuf {
-    let config = dir.join("config.yaml");
-    let yaml = format!(
-        "server_url: http://127.0.0.1:8080\nlisten_addr: 127.0.0.1:0\n\
-         noise:\n  private_key_path: {dir}/noise_private.key\n\
-         database:\n  type: sqlite\n  sqlite:\n    path: {dir}/db/db.sqlite\n\
-         derp:\n  server:\n    enabled: true\n    private_key_path: {dir}/derp_server_private.key\n    \
-         stun_listen_addr: 127.0.0.1:0\n\
-         unix_socket: {dir}/headscale.sock\n\
-         dns:\n  magic_dns: true\n  base_domain: tailnet.example\n",
-        dir = dir.display()
-    );
-    std::fs::write(&config, yaml).unwrap();
-    config
-}
+mod support;
 
 fn configtest(config: &Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_headscale")).arg("-c").arg(config).arg("configtest").output().unwrap();
@@ -47,7 +33,7 @@ fn files(dir: &Path) -> BTreeMap<String, String> {
 #[test]
 fn configtest_on_a_fresh_setup_says_what_serve_will_create_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = support::write_config(dir.path(), 8080, "");
     let (ok, stdout, stderr) = configtest(&config);
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("noise.private_key_path") && stdout.contains("serve will generate it"), "{stdout}");
@@ -60,7 +46,7 @@ fn configtest_on_a_fresh_setup_says_what_serve_will_create_and_creates_nothing()
 #[test]
 fn configtest_reads_an_existing_database_and_keys_without_changing_them() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = support::write_config(dir.path(), 8080, "");
     headscale::app::load_or_generate_key(&dir.path().join("noise_private.key")).unwrap();
     headscale::app::load_or_generate_key(&dir.path().join("derp_server_private.key")).unwrap();
     let db = headscale::db::Db::open(&dir.path().join("db/db.sqlite"), true, 1000).unwrap();
@@ -75,7 +61,7 @@ fn configtest_reads_an_existing_database_and_keys_without_changing_them() {
 #[test]
 fn configtest_refuses_a_database_from_a_newer_server_and_a_bad_key_file() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = support::write_config(dir.path(), 8080, "");
     std::fs::create_dir_all(dir.path().join("db")).unwrap();
     let conn = rusqlite::Connection::open(dir.path().join("db/db.sqlite")).unwrap();
     conn.pragma_update(None, "user_version", 999).unwrap();

@@ -1,5 +1,6 @@
-//! Running client commands: each one becomes admin API calls whose answers are turned into an
-//! [`Outcome`] for the chosen output format. Destructive commands ask first unless `--force`.
+//! Running client commands: each one (but `debug`, which needs no server) becomes admin API
+//! calls whose answers are turned into an [`Outcome`] for the chosen output format.
+//! Destructive commands ask first unless `--force`.
 
 use std::io::{BufRead, IsTerminal, Write};
 

@@ -1,10 +1,10 @@
 //! Map messages as they go on the wire: u32 little-endian length, then the JSON (zstd-compressed
-//! when the client asks). An uncompressed message is handed out in chunks of about `CHUNK`
-//! bytes (one HTTP/2 DATA frame), built as the connection can take them from the peers'
-//! cached JSON, so a full map for thousands of peers (about 600 bytes each; tailscale-rs does
-//! not ask for zstd) never exists as one buffer. In a reconnect storm that is the difference
-//! between one buffer per connected node, in fresh pages the kernel must map and zero, and a
-//! few reused ones.
+//! when the client asks). An uncompressed message (unless the debug dump is on) is handed out
+//! in chunks of about `CHUNK` bytes (one HTTP/2 DATA frame), built as the connection can take
+//! them from the peers' cached JSON, so a full map for thousands of peers (about 600 bytes
+//! each; tailscale-rs does not ask for zstd) never exists as one buffer. In a reconnect storm
+//! that is the difference between one buffer per connected node, in fresh pages the kernel
+//! must map and zero, and a few reused ones.
 
 use std::io::Write;
 

@@ -1,5 +1,6 @@
-//! The SQLite engine (rusqlite): opening a file with WAL and the pragmas that keep it safe,
-//! and `Conn` over one connection, which `Db` serializes behind a mutex.
+//! The SQLite engine (rusqlite): opening a file with the pragmas that keep it safe (WAL when
+//! `database.sqlite.write_ahead_log` is on), or read-only for `configtest`, and `Conn` over
+//! one connection, which `Db` serializes behind a mutex.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! `HeadscaleService` backed by [`State`]: users, pre-auth keys, API keys, nodes, interactive
-//! registrations and health. Methods this version does not offer answer `UNIMPLEMENTED`.
+//! `HeadscaleService` backed by [`State`]: every method of the service, for users, pre-auth
+//! keys, API keys, nodes (with their tags, routes and addresses), interactive registrations,
+//! the policy, debug nodes and health.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! Header blocks: a client's request headers decoded with HPACK (RFC 7541, the connection's
-//! decoder keeps the dynamic table), and response headers encoded as literals that never
-//! touch a dynamic table, so the encoder keeps no state.
+//! decoder keeps the dynamic table), and response headers encoded without a dynamic table
+//! (`:status 200` as its static-table entry, everything else as literals), so the encoder
+//! keeps no state.
 
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri};

@@ -1,7 +1,7 @@
 //! Rendering nodes and full maps: the self node, peers as their viewers see them (serialized
-//! once per node version and policy view, unless the policy shows a peer's routes differently
-//! to different viewers), user profiles, DERP map, DNS configuration, packet filter and SSH
-//! policy.
+//! once per node version and policy view, except a peer with routes under a policy, which may
+//! show them differently to different viewers), user profiles, DERP map, DNS configuration,
+//! packet filter and SSH policy.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -88,7 +88,8 @@ pub fn self_node(e: &NodeEntry, ctx: &MapContext, view: &PolicyView, now: DateTi
 }
 
 /// Node `e` as `viewer` sees it: serialized once per published version and policy view,
-/// unless the policy shows its routes differently to different viewers.
+/// unless a policy may show its routes differently to different viewers
+/// ([`PolicyView::varies_by_viewer`]).
 pub fn peer_wire(viewer: NodeId, e: &NodeEntry, ctx: &MapContext, view: &PolicyView, now: DateTime<Utc>) -> RawNode {
     let rendered = |e: &NodeEntry| RawNode::new(&render(e, ctx, view, now, Some(viewer)));
     if view.varies_by_viewer(&e.node) {

@@ -1,7 +1,8 @@
 //! `State`: the one door for writes. Every change (registration, map-request updates, admin
 //! edits, expiry, disconnects) is written to the database first, then published as a new
-//! immutable snapshot (the NodeStore) plus a change event that map sessions turn into deltas.
-//! Readers load the snapshot without locks and never wait for the database.
+//! immutable snapshot (the NodeStore) plus a change event that map sessions turn into deltas;
+//! only what nodes report about themselves is published first and written shortly after
+//! (`runtime`). Readers load the snapshot without locks and never wait for the database.
 
 pub mod api_keys;
 mod change;

@@ -1,7 +1,7 @@
 //! Administrator edits on nodes beyond the basics: approving routes (by hand, or by the
 //! policy's `autoApprovers` when a node advertises them), tags as identity, giving nodes
-//! addresses of a newly configured family (and taking away those of a removed one), and
-//! `debug create-node`'s pending registrations.
+//! addresses of a newly configured family (and taking away those of a removed one), and the
+//! pending registrations the API's `DebugCreateNode` starts.
 
 use std::sync::Arc;
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::signal::unix::{signal, SignalKind};
 
 use super::rules::{compile, peer_caps_changed, user_domains};
 use super::{Change, Snapshot, State, StateError};
@@ -95,38 +94,40 @@ impl State {
         self.auto_approve_all().await
     }
 
-    /// Keeps the policy file in force (`policy.mode: file` with a path): reloads it on SIGHUP
-    /// and when its contents change (checked every second). A refused file is logged and
-    /// the policy in force stays.
+    /// Keeps the policy file in force (`policy.mode: file` with a path): reloads it when its
+    /// contents change (checked every second). A refused file is logged and the policy in
+    /// force stays. (SIGHUP reloads it too: see `app::Running::reload`.)
     pub async fn watch_policy_file(self: Arc<Self>, stopped: impl std::future::Future<Output = ()>) {
-        if in_database(&self.config) || self.config.policy.path.is_empty() {
+        if !self.has_policy_file() {
             return;
         }
         tokio::pin!(stopped);
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; the policy file is still watched");
-                None
-            }
-        };
         let mut last = read_file(&self.config).ok().flatten().map(|(text, _)| text);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            let forced = tokio::select! {
+            tokio::select! {
                 _ = &mut stopped => return,
-                _ = tick.tick() => false,
-                Some(()) = async { hangup.as_mut()?.recv().await } => true,
-            };
+                _ = tick.tick() => {}
+            }
             let current = read_file(&self.config).ok().flatten().map(|(text, _)| text);
-            if !forced && current == last {
+            if current == last {
                 continue;
             }
             last = current;
-            match self.reload_policy_file().await {
-                Ok(()) => tracing::info!(path = %self.config.policy.path, "policy reloaded"),
-                Err(e) => tracing::error!(error = %e, "policy file refused; the policy in force stays"),
-            }
+            self.reload_policy_file_logged().await;
+        }
+    }
+
+    /// Whether the policy comes from a file (`policy.mode: file` with a path).
+    pub fn has_policy_file(&self) -> bool {
+        !in_database(&self.config) && !self.config.policy.path.is_empty()
+    }
+
+    /// Reloads the policy file, logging the outcome.
+    pub async fn reload_policy_file_logged(&self) {
+        match self.reload_policy_file().await {
+            Ok(()) => tracing::info!(path = %self.config.policy.path, "policy reloaded"),
+            Err(e) => tracing::error!(error = %e, "policy file refused; the policy in force stays"),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Keeping the snapshot's policy view current. Every publish checks what its changes touch:
 //! the primary router of each subnet route (kept while it stays online and keeps the route,
 //! else the online router with the lowest id), and the compiled policy (compiled again when a
-//! node the policy sees was removed or changed its addresses, owner, tags or routes).
+//! node the policy sees was removed or changed its name, addresses, owner, tags or routes).
 //! A node's rules (peers, filter, SSH policy, capabilities) are derived again only if the
 //! change can affect them (`PolicyView::successor_for_nodes`); the others are kept.
 //! Additions are coalesced: a registration storm would otherwise compile the whole tailnet

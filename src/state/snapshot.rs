@@ -1,6 +1,7 @@
-//! The NodeStore's immutable snapshot: every node and user as of one version. Readers load it
-//! without locks; the writer publishes a new one that shares everything unchanged
-//! (persistent maps), so a write costs O(log n), not a copy of the tailnet.
+//! The NodeStore's immutable snapshot: every node and user, and the policy view, as of one
+//! version. Readers load it without locks (only a node's cached wire form takes a short
+//! mutex); the writer publishes a new one that shares everything unchanged (persistent maps),
+//! so a write costs O(log n), not a copy of the tailnet.
 
 use std::sync::{Arc, Mutex};
 
