@@ -33,7 +33,7 @@ fn files(dir: &Path) -> BTreeMap<String, String> {
 #[test]
 fn configtest_on_a_fresh_setup_says_what_serve_will_create_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = support::write_config(dir.path(), 8080, "");
+    let config = support::write_config(dir.path(), support::free_port(), "");
     let (ok, stdout, stderr) = configtest(&config);
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("noise.private_key_path") && stdout.contains("serve will generate it"), "{stdout}");
@@ -46,7 +46,7 @@ fn configtest_on_a_fresh_setup_says_what_serve_will_create_and_creates_nothing()
 #[test]
 fn configtest_reads_an_existing_database_and_keys_without_changing_them() {
     let dir = tempfile::tempdir().unwrap();
-    let config = support::write_config(dir.path(), 8080, "");
+    let config = support::write_config(dir.path(), support::free_port(), "");
     headscale::app::load_or_generate_key(&dir.path().join("noise_private.key")).unwrap();
     headscale::app::load_or_generate_key(&dir.path().join("derp_server_private.key")).unwrap();
     let db = headscale::db::Db::open(&dir.path().join("db/db.sqlite"), true, 1000).unwrap();
@@ -61,7 +61,7 @@ fn configtest_reads_an_existing_database_and_keys_without_changing_them() {
 #[test]
 fn configtest_refuses_a_database_from_a_newer_server_and_a_bad_key_file() {
     let dir = tempfile::tempdir().unwrap();
-    let config = support::write_config(dir.path(), 8080, "");
+    let config = support::write_config(dir.path(), support::free_port(), "");
     std::fs::create_dir_all(dir.path().join("db")).unwrap();
     let conn = rusqlite::Connection::open(dir.path().join("db/db.sqlite")).unwrap();
     conn.pragma_update(None, "user_version", 999).unwrap();
