@@ -51,13 +51,6 @@ pub enum GrpcError {
     /// The server stopped with a transport error.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// Remote gRPC would need TLS, and there is no certificate to serve it with.
-    #[error(
-        "grpc_listen_addr is set ({0}) but there is no certificate for TLS (tls_cert_path, tls_key_path) \
-         and grpc_allow_insecure is false; give a certificate, set grpc_allow_insecure: true \
-         (plaintext, e.g. behind a TLS proxy), or leave grpc_listen_addr empty"
-    )]
-    TlsUnavailable(String),
     /// The remote listener could not be bound.
     #[error("cannot listen on {addr} (grpc_listen_addr): {source}")]
     Bind { addr: String, source: std::io::Error },
@@ -106,19 +99,26 @@ pub async fn serve_unix(
     served.map_err(GrpcError::from)
 }
 
-/// Checks that the remote gRPC listener can be served as configured: with the server's
-/// certificate, or in plaintext only with `grpc_allow_insecure: true`.
-pub fn check_remote(config: &Config) -> Result<(), GrpcError> {
+/// Why the remote gRPC listener is not served although `grpc_listen_addr` is set: as in
+/// Headscale, it needs the server's certificate for TLS, or `grpc_allow_insecure: true`.
+pub fn remote_skipped(config: &Config) -> Option<String> {
     let has_certificate = !config.tls_cert_path.is_empty();
-    if !config.grpc_listen_addr.is_empty() && !config.grpc_allow_insecure && !has_certificate {
-        return Err(GrpcError::TlsUnavailable(config.grpc_listen_addr.clone()));
-    }
-    Ok(())
+    (!config.grpc_listen_addr.is_empty() && !config.grpc_allow_insecure && !has_certificate).then(|| {
+        format!(
+            "remote gRPC is not served on grpc_listen_addr {}: there is no certificate for TLS \
+             (tls_cert_path, tls_key_path) and grpc_allow_insecure is false",
+            config.grpc_listen_addr
+        )
+    })
 }
 
-/// Binds the remote gRPC listener on `grpc_listen_addr`; `None` when that is empty.
+/// Binds the remote gRPC listener on `grpc_listen_addr`; `None` when that is empty, or when
+/// it cannot be served (`remote_skipped`, logged as a warning).
 pub async fn bind_tcp(config: &Config) -> Result<Option<TcpListener>, GrpcError> {
-    check_remote(config)?;
+    if let Some(why) = remote_skipped(config) {
+        tracing::warn!("{why}");
+        return Ok(None);
+    }
     if config.grpc_listen_addr.is_empty() {
         return Ok(None);
     }

@@ -372,15 +372,16 @@ async fn the_cli_explains_an_unreachable_server() {
 }
 
 #[tokio::test]
-async fn remote_grpc_needs_tls_or_an_explicit_opt_out() {
+async fn remote_grpc_without_tls_or_an_explicit_opt_out_is_skipped_as_headscale_does() {
     let mut config = Config::embedded(std::path::Path::new("/nonexistent"));
     assert!(bind_tcp(&config).await.expect("nothing to bind").is_none());
+    assert_eq!(remote_skipped(&config), None);
     config.grpc_listen_addr = "127.0.0.1:0".into();
-    let refused = bind_tcp(&config).await.expect_err("no certificate for TLS");
-    assert!(matches!(refused, GrpcError::TlsUnavailable(_)));
-    let text = refused.to_string();
-    assert!(text.contains("grpc_listen_addr") && text.contains("grpc_allow_insecure"), "{text}");
+    assert!(bind_tcp(&config).await.expect("skipped, not refused").is_none(), "no certificate for TLS");
+    let why = remote_skipped(&config).expect("a reason");
+    assert!(why.contains("grpc_listen_addr") && why.contains("grpc_allow_insecure"), "{why}");
     config.grpc_allow_insecure = true;
+    assert_eq!(remote_skipped(&config), None);
     let listener = bind_tcp(&config).await.expect("binds").expect("a listener");
     assert!(listener.local_addr().expect("an address").port() > 0);
     config.grpc_listen_addr = "256.0.0.1:1".into();
