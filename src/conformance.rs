@@ -21,9 +21,10 @@ use crate::tailcfg::caps;
 /// Where `check` rules delegate in the captures.
 const CHECK_SERVER: &str = "https://unused";
 
-/// Capabilities from tailnet settings Tailscale has and Headscale does not (automatic client
-/// updates): Headscale never sends them, so the captures' are not compared.
-const TAILSCALE_ONLY_CAPS: [&str; 1] = ["default-auto-update"];
+/// Capabilities that follow a tailnet setting (automatic client updates: Headscale's
+/// `auto_update.enabled`) whose value in the captured tailnet is not known: not compared, on
+/// either side.
+const SETTING_CAPS: [&str; 1] = [caps::DEFAULT_AUTO_UPDATE];
 
 /// Capabilities Tailscale's control plane adds on its own; not compared.
 const UNCOMPARED_CAPS: [&str; 12] = [
@@ -523,10 +524,10 @@ impl<'a> Case<'a> {
     /// Each node's own and its peers' capability maps as the server sends them (the baseline
     /// every node gets, `tailcfg::caps`, under the policy's), against the captures. Where the
     /// two products' baselines differ by design, the difference is dropped on one side:
-    /// [`TAILSCALE_ONLY_CAPS`] from the captures, and a Headscale baseline capability the
+    /// [`SETTING_CAPS`] from both, and a Headscale baseline capability the
     /// capture lacks from ours ([`unmatched_baseline`]).
     fn check_node_attrs(&self, compiled: &CompiledPolicy) -> Result<(), String> {
-        let base = caps::baseline(true, false);
+        let base = caps::baseline(caps::Switches { taildrop: true, ..caps::Switches::default() });
         for (name, capture) in self.captures() {
             let Some(self_node) = capture["netmap"].get("SelfNode") else { continue };
             let id = self.node_id(name).ok_or(format!("captured node {name} is not in the topology"))?;
@@ -698,7 +699,7 @@ fn compared_caps(v: &Value) -> BTreeMap<String, String> {
         .flatten()
         .filter(|(k, _)| {
             !UNCOMPARED_CAPS.contains(&k.as_str())
-                && !TAILSCALE_ONLY_CAPS.contains(&k.as_str())
+                && !SETTING_CAPS.contains(&k.as_str())
                 && !k.starts_with("https://tailscale.com/cap/funnel-ports?")
         })
         .map(|(k, v)| (k.clone(), v.to_string()))
@@ -714,7 +715,7 @@ fn unmatched_baseline(got: &mut BTreeMap<String, String>, want: &BTreeMap<String
 /// This engine's capability map, values as JSON text (no values is `null`).
 fn cap_texts(caps: CapMap) -> BTreeMap<String, String> {
     caps.into_iter()
-        .filter(|(k, _)| !UNCOMPARED_CAPS.contains(&k.as_str()))
+        .filter(|(k, _)| !UNCOMPARED_CAPS.contains(&k.as_str()) && !SETTING_CAPS.contains(&k.as_str()))
         .map(|(k, v)| {
             let text = if v.is_empty() { "null".to_string() } else { Value::Array(v).to_string() };
             (k, text)

@@ -110,7 +110,7 @@ pub fn context() -> MapContext {
         derp_map: Arc::new(derp),
         dns: None,
         debug: Some(crate::tailcfg::ClientDebug { disable_log_tail: true }),
-        caps: crate::tailcfg::caps::baseline(true, false),
+        caps: crate::tailcfg::caps::baseline(crate::tailcfg::caps::Switches { taildrop: true, ..Default::default() }),
     }
 }
 

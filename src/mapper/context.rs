@@ -51,7 +51,11 @@ impl MapContext {
             dns: dns_config(config),
             // As Headscale does: a client uploads its logs to Tailscale only if logtail is on.
             debug: (!config.logtail.enabled).then_some(tailcfg::ClientDebug { disable_log_tail: true }),
-            caps: tailcfg::caps::baseline(config.taildrop.enabled, config.randomize_client_port),
+            caps: tailcfg::caps::baseline(tailcfg::caps::Switches {
+                taildrop: config.taildrop.enabled,
+                randomize_client_port: config.randomize_client_port,
+                auto_update: config.auto_update.enabled,
+            }),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Capabilities as the official client decodes them: the baseline every node gets on itself
-//! and on its peers, following `taildrop.enabled` and `randomize_client_port`, and what a
+//! and on its peers, following `taildrop.enabled`, `randomize_client_port` and
+//! `auto_update.enabled`, and what a
 //! policy's `nodeAttrs` add. These read the client's map, which only the official client shows.
 
 use super::*;
@@ -9,17 +10,23 @@ pub fn list() -> Vec<Scenario> {
     vec![
         Scenario::new(
             "CapsBaselineOnSelfAndPeers",
-            "every node has is-admin, ssh, file-sharing and the Taildrive attributes, and its peers show them too",
+            "every node has is-admin, ssh, file-sharing, the Taildrive attributes and default-auto-update \
+             (off), and its peers show them too",
             |t| Box::pin(baseline(t)),
         )
         .not_with(NEEDS_MAP),
         Scenario::new(
             "CapsFollowConfiguration",
-            "with Taildrop off there is no file-sharing capability; randomize_client_port adds its attribute",
+            "with Taildrop off there is no file-sharing capability; randomize_client_port adds its attribute; \
+             auto_update.enabled turns default-auto-update on",
             |t| Box::pin(configured(t)),
         )
         .setup(ServerSetup {
-            config: &[("HEADSCALE_TAILDROP_ENABLED", "false"), ("HEADSCALE_RANDOMIZE_CLIENT_PORT", "true")],
+            config: &[
+                ("HEADSCALE_TAILDROP_ENABLED", "false"),
+                ("HEADSCALE_RANDOMIZE_CLIENT_PORT", "true"),
+                ("HEADSCALE_AUTO_UPDATE_ENABLED", "true"),
+            ],
             ..ServerSetup::default()
         })
         .not_with(NEEDS_MAP),
@@ -33,7 +40,8 @@ pub fn list() -> Vec<Scenario> {
     ]
 }
 
-const BASELINE: [&str; 5] = [
+const BASELINE: [&str; 6] = [
+    "default-auto-update",
     "https://tailscale.com/cap/is-admin",
     "https://tailscale.com/cap/ssh",
     "https://tailscale.com/cap/file-sharing",
@@ -60,6 +68,7 @@ async fn baseline(t: Tailnet) -> Result<Verdict> {
         ensure!(peer.get(cap).is_some(), "the peer's CapMap lacks {cap}: {peer}");
     }
     ensure!(own.get("randomize-client-port").is_none(), "randomize-client-port without the setting: {own}");
+    ensure!(own["default-auto-update"] == serde_json::json!([false]), "auto-update is off by default: {own}");
     Ok(Verdict::Passed)
 }
 
@@ -68,6 +77,7 @@ async fn configured(t: Tailnet) -> Result<Verdict> {
     ensure!(own.get("https://tailscale.com/cap/file-sharing").is_none(), "file-sharing with Taildrop off: {own}");
     ensure!(own.get("randomize-client-port").is_some(), "no randomize-client-port with the setting on: {own}");
     ensure!(own.get("https://tailscale.com/cap/ssh").is_some(), "the baseline lost cap/ssh: {own}");
+    ensure!(own["default-auto-update"] == serde_json::json!([true]), "auto_update.enabled is not sent: {own}");
     Ok(Verdict::Passed)
 }
 
