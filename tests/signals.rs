@@ -2,8 +2,6 @@
 //! the policy file and never stops the server, with or without a policy file; SIGTERM,
 //! SIGINT and SIGQUIT shut it down cleanly.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,15 +42,8 @@ impl Server {
         server
     }
 
-    /// Whether `/health` answers 200.
     fn healthy(&self) -> bool {
-        let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
-        let request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-        let mut answer = String::new();
-        tcp.write_all(request.as_bytes()).is_ok()
-            && tcp.read_to_string(&mut answer).is_ok()
-            && answer.starts_with("HTTP/1.1 200")
+        support::healthy(self.port)
     }
 
     fn signal(&self, signal: i32) {

@@ -1,7 +1,11 @@
 //! What the tests that run the `headscale` program share: a configuration in a temporary
-//! directory, on free loopback ports.
+//! directory, on free loopback ports. Each test program uses part of it.
+#![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A free loopback port (free when asked; the caller binds it soon after).
 pub fn free_port() -> u16 {
@@ -24,4 +28,15 @@ pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     );
     std::fs::write(&config, yaml).unwrap();
     config
+}
+
+/// Whether the server on loopback `port` answers `GET /health` with 200.
+pub fn healthy(port: u16) -> bool {
+    let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    tcp.write_all(request.as_bytes()).is_ok()
+        && tcp.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
 }

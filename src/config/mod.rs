@@ -12,6 +12,10 @@ use serde_yaml::Value;
 
 use crate::duration::serde_text;
 
+mod notices;
+
+pub use notices::warnings;
+
 /// What went wrong while loading or checking the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -396,6 +400,9 @@ pub struct Config {
     pub cli: Cli,
     pub tuning: Value,
     pub preauth_keys: Value,
+    /// Headscale's warnings for the deprecated keys the file used (see `notices`).
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
 }
 
 impl Default for Config {
@@ -434,6 +441,7 @@ impl Default for Config {
             cli: Cli::default(),
             tuning: Value::Null,
             preauth_keys: Value::Null,
+            deprecations: Vec::new(),
         }
     }
 }
@@ -510,16 +518,21 @@ impl Config {
             Source::File(p) => p.display().to_string(),
             Source::Embedded(_) => "embedded default".to_string(),
         };
-        let config: Config =
+        let deprecations = notices::take_deprecated(&mut tree);
+        let mut config: Config =
             serde_yaml::from_value(tree).map_err(|source| ConfigError::Parse { path: origin, source })?;
+        config.deprecations = deprecations;
         config.validate()?;
         Ok((config, source))
     }
 
     /// Parses YAML text (no environment), then validates it.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let c: Config =
-            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: "<text>".into(), source })?;
+        let parse = |source| ConfigError::Parse { path: "<text>".into(), source };
+        let mut tree: Value = serde_yaml::from_str(text).map_err(parse)?;
+        let deprecations = notices::take_deprecated(&mut tree);
+        let mut c: Config = serde_yaml::from_value(tree).map_err(parse)?;
+        c.deprecations = deprecations;
         c.validate()?;
         Ok(c)
     }
