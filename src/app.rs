@@ -131,6 +131,10 @@ pub fn check(config: &Config) -> Result<Vec<String>, AppError> {
         Some(Schema::Behind { found, latest }) => {
             notes.push(format!("the database schema is at version {found}; serve will migrate it to {latest}"))
         }
+        Some(Schema::Headscale { last_migration }) => notes.push(format!(
+            "the database is Headscale's (its last migration is {last_migration}); serve will take it over in \
+             place, keeping users, nodes, keys and the policy, after copying an SQLite file beside itself"
+        )),
         Some(Schema::Current) => {}
     }
     Ok(notes)

@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
+use sha2::{Digest, Sha256};
+
 use crate::tailcfg::{DiscoKey, Hostinfo, MachineKey, NodeKey};
 
 /// A node's numeric id.
@@ -129,14 +131,63 @@ impl Node {
     }
 }
 
+/// What is stored to check a key's secret: a SHA-256 of it (the keys this server makes: the
+/// secret is long and random, so a fast hash is as safe as a slow one), or a bcrypt hash (the
+/// keys of a Headscale database this server took over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyHash {
+    Sha256([u8; 32]),
+    Bcrypt(String),
+}
+
+impl KeyHash {
+    /// The SHA-256 of `secret`.
+    pub fn of(secret: &str) -> KeyHash {
+        KeyHash::Sha256(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// Whether `secret` is the one hashed; SHA-256s are compared in constant time.
+    pub fn verify(&self, secret: &str) -> bool {
+        match self {
+            KeyHash::Sha256(stored) => {
+                let given: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+                stored.iter().zip(given).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+            }
+            KeyHash::Bcrypt(stored) => bcrypt::verify(secret, stored).unwrap_or(false),
+        }
+    }
+
+    /// Whether checking costs a slow hash (a Headscale key, until it is stored again).
+    pub fn is_bcrypt(&self) -> bool {
+        matches!(self, KeyHash::Bcrypt(_))
+    }
+
+    /// The stored bytes: 32 for a SHA-256, the bcrypt text otherwise.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            KeyHash::Sha256(h) => h.to_vec(),
+            KeyHash::Bcrypt(text) => text.as_bytes().to_vec(),
+        }
+    }
+
+    /// Reads stored bytes back; `None` if they are neither.
+    pub fn from_bytes(bytes: &[u8]) -> Option<KeyHash> {
+        if let Ok(h) = <[u8; 32]>::try_from(bytes) {
+            return Some(KeyHash::Sha256(h));
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        (text.starts_with("$2") && text.len() == 60).then(|| KeyHash::Bcrypt(text.to_string()))
+    }
+}
+
 /// A key that lets a device join without an interactive login.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreAuthKey {
     pub id: u64,
     /// The public part of the key, used to find it.
     pub prefix: String,
-    /// SHA-256 of the secret part.
-    pub hash: [u8; 32],
+    /// The hash of the secret part.
+    pub hash: KeyHash,
     pub user_id: Option<UserId>,
     pub reusable: bool,
     pub ephemeral: bool,

@@ -1,10 +1,11 @@
-//! Stored API keys: the record and its reads and writes. Only the prefix and a SHA-256 of the
+//! Stored API keys: the record and its reads and writes. Only the prefix and a hash of the
 //! secret are kept; the full key is shown once, when it is created.
 
 use chrono::{DateTime, Utc};
 
-use super::sql::{args, Row};
+use super::sql::{args, Conn, Row};
 use super::{Db, DbError};
+use crate::model::KeyHash;
 
 /// An API key as stored: it opens the remote admin API until it expires or is deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,8 +13,8 @@ pub struct ApiKey {
     pub id: u64,
     /// The public part of the key, `hskey-api-<prefix>-…`; unique.
     pub prefix: String,
-    /// SHA-256 of the secret part.
-    pub hash: [u8; 32],
+    /// The hash of the secret part.
+    pub hash: KeyHash,
     pub expiration: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     /// When the key was last used, to the precision `state` records it with.
@@ -27,11 +28,20 @@ fn read_api_key(r: &Row) -> Result<ApiKey, DbError> {
     Ok(ApiKey {
         id: r.id("id")?,
         prefix: r.text("prefix")?,
-        hash: r.hash("hash")?,
+        hash: r.key_hash("hash")?,
         expiration: r.time("expiration")?,
         created_at: r.time("created_at")?,
         last_seen: r.opt_time("last_seen")?,
     })
+}
+
+/// Stores `key` with its own id (a database taken over keeps its ids).
+pub(super) fn restore(c: &mut dyn Conn, key: &ApiKey) -> Result<(), DbError> {
+    c.execute(
+        "INSERT INTO api_keys (id, prefix, hash, expiration, created_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6)",
+        args![key.id, &key.prefix, key.hash.to_bytes(), key.expiration, key.created_at, key.last_seen],
+    )?;
+    Ok(())
 }
 
 impl Db {
@@ -41,7 +51,7 @@ impl Db {
             c.insert(
                 TABLE,
                 "INSERT INTO api_keys (prefix, hash, expiration, created_at, last_seen) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                args![&key.prefix, &key.hash[..], key.expiration, key.created_at, key.last_seen],
+                args![&key.prefix, key.hash.to_bytes(), key.expiration, key.created_at, key.last_seen],
             )
         })?;
         Ok(key)

@@ -108,7 +108,7 @@ fn render(sql: &str, engine: Engine) -> String {
 
 /// Opens a transaction that holds the schema lock, so that two servers starting on one
 /// database migrate it once.
-fn begin_exclusive(engine: Engine) -> &'static str {
+pub fn begin_exclusive(engine: Engine) -> &'static str {
     match engine {
         Engine::Sqlite => "BEGIN IMMEDIATE",
         // An arbitrary key for the advisory lock: "hsdb" in ASCII.
@@ -158,6 +158,8 @@ pub enum Schema {
     Current,
     /// Start-up will run the migrations from `found` to `latest`.
     Behind { found: i64, latest: i64 },
+    /// A Headscale database, which start-up will take over.
+    Headscale { last_migration: String },
 }
 
 fn set_version(c: &mut dyn Conn, version: i64) -> Result<(), DbError> {
@@ -169,6 +171,17 @@ fn set_version(c: &mut dyn Conn, version: i64) -> Result<(), DbError> {
             Ok(())
         }
     }
+}
+
+/// Creates the whole schema at once, inside a transaction the caller holds (with
+/// [`begin_exclusive`]): taking over another server's database.
+pub fn create_all(c: &mut dyn Conn) -> Result<(), DbError> {
+    let engine = c.engine();
+    for (i, migration) in MIGRATIONS.iter().enumerate() {
+        c.batch(&render(migration, engine))
+            .map_err(|e| DbError::Migration { version: i as i64 + 1, source: Box::new(e) })?;
+    }
+    set_version(c, LATEST)
 }
 
 /// Brings the schema up to date. Refuses a database written by a newer server.

@@ -14,6 +14,7 @@ mod postgres;
 mod pre_auth_keys;
 mod sql;
 mod sqlite;
+mod takeover;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
@@ -63,6 +64,20 @@ pub enum DbError {
     Migration { version: i64, source: Box<DbError> },
     #[error("the database task was cancelled")]
     Cancelled,
+    #[error(
+        "this Headscale database ran migration {0}, which this server does not know: it was made by a Headscale \
+         newer than v0.29; nothing was changed"
+    )]
+    HeadscaleTooNew(String),
+    #[error(
+        "this Headscale database is older than Headscale v0.25.1: upgrade it with Headscale (v0.25.1, then each \
+         release up to v0.29) before switching; nothing was changed"
+    )]
+    HeadscaleTooOld,
+    #[error("taking over the Headscale database failed, and nothing was changed: {0}")]
+    Takeover(Box<DbError>),
+    #[error("cannot copy the Headscale database to {path} before taking it over: {source}")]
+    Backup { path: std::path::PathBuf, source: Box<DbError> },
 }
 
 /// The error's text includes its causes (the server's message, the I/O error), so it is not
@@ -78,6 +93,20 @@ impl DbError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, DbError::Unreachable { .. })
     }
+}
+
+/// Where the copy of a Headscale SQLite database goes before it is taken over: beside it,
+/// never over an earlier copy.
+fn backup_path(file: &Path) -> std::path::PathBuf {
+    let mut first = file.as_os_str().to_owned();
+    first.push(".headscale-backup");
+    let first = std::path::PathBuf::from(first);
+    if !first.exists() {
+        return first;
+    }
+    let mut dated = first.into_os_string();
+    dated.push(format!("-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.f")));
+    dated.into()
 }
 
 /// A handle to the database; cheap to clone.
@@ -108,17 +137,21 @@ impl Db {
 
     /// Opens (creating if needed) an SQLite database file and brings its schema up to date.
     pub fn open(path: &Path, write_ahead_log: bool, wal_autocheckpoint: i64) -> Result<Db, DbError> {
-        Db::migrated(Store::Sqlite(Arc::new(Mutex::new(sqlite::open(path, write_ahead_log, wal_autocheckpoint)?))))
+        let mut conn = sqlite::open(path)?;
+        // A database that cannot be taken over is refused before anything in it changes.
+        takeover::detect(&mut conn)?;
+        let conn = sqlite::tune(conn, write_ahead_log, wal_autocheckpoint)?;
+        Db::migrated(Store::Sqlite(Arc::new(Mutex::new(conn))), Some(path))
     }
 
     /// An in-memory SQLite database, for tests.
     pub fn open_in_memory() -> Result<Db, DbError> {
-        Db::migrated(Store::Sqlite(Arc::new(Mutex::new(sqlite::open_in_memory()?))))
+        Db::migrated(Store::Sqlite(Arc::new(Mutex::new(sqlite::open_in_memory()?))), None)
     }
 
     /// Connects to PostgreSQL (`database.postgres.*`) and brings the schema up to date.
     pub fn open_postgres(settings: &crate::config::Postgres) -> Result<Db, DbError> {
-        Db::migrated(Store::Postgres(postgres::open(settings)?))
+        Db::migrated(Store::Postgres(postgres::open(settings)?), None)
     }
 
     /// What opening the configured database at start-up would find, read without writing
@@ -137,12 +170,39 @@ impl Db {
             "postgres" => Db { store: Store::Postgres(postgres::open(&database.postgres)?) },
             other => return Err(DbError::UnknownType(other.to_string())),
         };
+        if let Some(found) = db.with(takeover::detect)? {
+            return Ok(Some(Schema::Headscale { last_migration: found.last_migration }));
+        }
         let found = db.with(migrations::version_read_only)?;
         migrations::compare(found).map(Some)
     }
 
-    fn migrated(store: Store) -> Result<Db, DbError> {
+    /// The database on `store`, a Headscale database taken over first (an SQLite file at
+    /// `file` is copied beside itself before), with its schema brought up to date.
+    fn migrated(store: Store, file: Option<&Path>) -> Result<Db, DbError> {
         let db = Db { store };
+        if let Some(found) = db.with(takeover::detect)? {
+            let backup = file.map(backup_path);
+            if let Some(path) = &backup {
+                let quoted = path.display().to_string().replace('\'', "''");
+                db.with(|c| c.batch(&format!("VACUUM INTO '{quoted}'")))
+                    .map_err(|e| DbError::Backup { path: path.clone(), source: Box::new(e) })?;
+            }
+            tracing::warn!(
+                last_migration = %found.last_migration,
+                copy = ?backup,
+                "this is a Headscale database: taking it over in place"
+            );
+            let done = db.with(takeover::convert)?;
+            tracing::info!(
+                users = done.users,
+                nodes = done.nodes,
+                pre_auth_keys = done.pre_auth_keys,
+                api_keys = done.api_keys,
+                policy = done.policy,
+                "the Headscale database is now this server's"
+            );
+        }
         db.with(migrations::migrate)?;
         Ok(db)
     }

@@ -2,7 +2,7 @@
 //! list. Keys and addresses are stored in their text forms, lists and host info as JSON.
 
 use super::pre_auth_keys::consume;
-use super::sql::{json, Row, Value};
+use super::sql::{json, Conn, Row, Value};
 use super::{Db, DbError};
 use crate::model::{Node, NodeId, RegisterMethod};
 
@@ -68,6 +68,16 @@ fn read_node(r: &Row) -> Result<Node, DbError> {
         approved_routes: r.json("approved_routes")?,
         created_at: r.time("created_at")?,
     })
+}
+
+const RESTORE: &str = "INSERT INTO nodes (machine_key, node_key, disco_key, endpoints, hostinfo, ipv4, ipv6, hostname,
+       given_name, user_id, register_method, tags, auth_key_id, ephemeral, expiry, last_seen, approved_routes, created_at, id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+
+/// Stores `node` with its own id (a database taken over keeps its ids).
+pub(super) fn restore(c: &mut dyn Conn, node: &Node) -> Result<(), DbError> {
+    c.execute(RESTORE, &values(node)?)?;
+    Ok(())
 }
 
 impl Db {

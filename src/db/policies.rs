@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::sql::args;
+use super::sql::{args, Conn};
 use super::{Db, DbError};
 
 /// The policy in force and when it was set.
@@ -11,6 +11,15 @@ use super::{Db, DbError};
 pub struct StoredPolicy {
     pub data: String,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Stores the policy in force of a database taken over.
+pub(super) fn restore(c: &mut dyn Conn, policy: &StoredPolicy) -> Result<(), DbError> {
+    c.execute(
+        "INSERT INTO policies (data, created_at, updated_at) VALUES ($1, $2, $2)",
+        args![&policy.data, policy.updated_at],
+    )?;
+    Ok(())
 }
 
 impl Db {

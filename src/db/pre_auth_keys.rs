@@ -17,7 +17,7 @@ fn read_key(r: &Row) -> Result<PreAuthKey, DbError> {
     Ok(PreAuthKey {
         id: r.id("id")?,
         prefix: r.text("prefix")?,
-        hash: r.hash("hash")?,
+        hash: r.key_hash("hash")?,
         user_id: r.opt_id("user_id")?,
         reusable: r.flag("reusable")?,
         ephemeral: r.flag("ephemeral")?,
@@ -26,6 +26,27 @@ fn read_key(r: &Row) -> Result<PreAuthKey, DbError> {
         expiration: r.opt_time("expiration")?,
         created_at: r.time("created_at")?,
     })
+}
+
+/// Stores `key` with its own id (a database taken over keeps its ids).
+pub(super) fn restore(c: &mut dyn Conn, key: &PreAuthKey) -> Result<(), DbError> {
+    c.execute(
+        "INSERT INTO pre_auth_keys (id, prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        args![
+            key.id,
+            &key.prefix,
+            key.hash.to_bytes(),
+            key.user_id,
+            key.reusable,
+            key.ephemeral,
+            key.used,
+            json("tags", &key.tags)?,
+            key.expiration,
+            key.created_at
+        ],
+    )?;
+    Ok(())
 }
 
 impl Db {
@@ -39,7 +60,7 @@ impl Db {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                 args![
                     &key.prefix,
-                    &key.hash[..],
+                    key.hash.to_bytes(),
                     key.user_id,
                     key.reusable,
                     key.ephemeral,

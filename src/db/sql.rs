@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::DbError;
+use crate::model::KeyHash;
 
 /// The storage engines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,12 @@ impl From<&[u8]> for Value {
     }
 }
 
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(v)
+    }
+}
+
 /// Times are stored as RFC 3339 text in UTC with microseconds, which sorts as time does.
 impl From<DateTime<Utc>> for Value {
     fn from(t: DateTime<Utc>) -> Self {
@@ -130,6 +137,11 @@ pub struct Row {
 impl Row {
     fn corrupt(&self, column: &'static str, message: impl Into<String>) -> DbError {
         DbError::Corrupt { table: self.table, column, message: message.into() }
+    }
+
+    /// The value of `column` as stored.
+    pub fn raw(&self, column: &'static str) -> Result<&Value, DbError> {
+        self.value(column)
     }
 
     fn value(&self, column: &'static str) -> Result<&Value, DbError> {
@@ -189,10 +201,12 @@ impl Row {
         }
     }
 
-    /// A SHA-256 digest.
-    pub fn hash(&self, column: &'static str) -> Result<[u8; 32], DbError> {
+    /// A key's hash: a SHA-256 digest, or a bcrypt hash's text.
+    pub fn key_hash(&self, column: &'static str) -> Result<KeyHash, DbError> {
         match self.value(column)? {
-            Value::Bytes(b) => b.as_slice().try_into().map_err(|_| self.corrupt(column, "not 32 bytes")),
+            Value::Bytes(b) => {
+                KeyHash::from_bytes(b).ok_or_else(|| self.corrupt(column, "neither a SHA-256 nor a bcrypt hash"))
+            }
             other => Err(self.wrong(column, "bytes", other)),
         }
     }

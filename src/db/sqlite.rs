@@ -11,12 +11,13 @@ use rusqlite::Connection;
 use super::sql::{Conn, Engine, Row, Value};
 use super::DbError;
 
-/// Opens (creating if needed) the database file.
-pub fn open(path: &Path, write_ahead_log: bool, wal_autocheckpoint: i64) -> Result<Connection, DbError> {
+/// Opens (creating if needed) the database file, changing nothing in it yet: `tune` sets
+/// the journal mode and the other pragmas once the caller has looked at what it holds.
+pub fn open(path: &Path) -> Result<Connection, DbError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir { path: dir.to_path_buf(), source })?;
     }
-    prepare(Connection::open(path)?, write_ahead_log, wal_autocheckpoint)
+    Ok(Connection::open(path)?)
 }
 
 /// Opens an existing database file for reading only: nothing is created or changed. Without
@@ -47,10 +48,11 @@ pub fn open_read_only(path: &Path) -> Result<Connection, DbError> {
 
 /// An in-memory database.
 pub fn open_in_memory() -> Result<Connection, DbError> {
-    prepare(Connection::open_in_memory()?, false, 0)
+    tune(Connection::open_in_memory()?, false, 0)
 }
 
-fn prepare(conn: Connection, wal: bool, autocheckpoint: i64) -> Result<Connection, DbError> {
+/// Sets the pragmas that keep the database safe, and the journal mode.
+pub fn tune(conn: Connection, wal: bool, autocheckpoint: i64) -> Result<Connection, DbError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     if wal {

@@ -15,7 +15,7 @@ fn pre_auth_key(user_id: Option<u64>, prefix: &str) -> PreAuthKey {
     PreAuthKey {
         id: 0,
         prefix: prefix.into(),
-        hash: [3; 32],
+        hash: crate::model::KeyHash::Sha256([3; 32]),
         user_id,
         reusable: false,
         ephemeral: true,
@@ -112,7 +112,7 @@ async fn api_keys_round_trip(db: Db) {
     let key = ApiKey {
         id: 0,
         prefix: "abcdefghijkl".into(),
-        hash: [7; 32],
+        hash: crate::model::KeyHash::Sha256([7; 32]),
         expiration: t0() + Duration::days(90),
         created_at: t0(),
         last_seen: None,

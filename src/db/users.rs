@@ -1,6 +1,6 @@
 //! Stored users: create, rename, delete (with their pre-auth keys), list.
 
-use super::sql::{args, Row};
+use super::sql::{args, Conn, Row};
 use super::{Db, DbError};
 use crate::model::{User, UserId};
 
@@ -17,6 +17,25 @@ fn read_user(r: &Row) -> Result<User, DbError> {
         profile_pic_url: r.text("profile_pic_url")?,
         created_at: r.time("created_at")?,
     })
+}
+
+/// Stores `user` with its own id (a database taken over keeps its ids).
+pub(super) fn restore(c: &mut dyn Conn, user: &User) -> Result<(), DbError> {
+    c.execute(
+        "INSERT INTO users (id, name, display_name, email, provider_id, provider, profile_pic_url, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        args![
+            user.id,
+            &user.name,
+            &user.display_name,
+            &user.email,
+            &user.provider_id,
+            &user.provider,
+            &user.profile_pic_url,
+            user.created_at
+        ],
+    )?;
+    Ok(())
 }
 
 impl Db {

@@ -131,7 +131,7 @@ mod tests {
         PreAuthKey {
             id: 3,
             prefix: "abcdefghijkl".into(),
-            hash: [0; 32],
+            hash: crate::model::KeyHash::Sha256([0; 32]),
             user_id: Some(7),
             reusable: true,
             ephemeral: false,

@@ -6,7 +6,7 @@
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
 use super::State;
-use crate::auth::{api_key_prefix, generate_api_key, hashes_match, split_api_key};
+use crate::auth::{api_key_prefix, generate_api_key, split_api_key};
 use crate::db::{ApiKey, DbError};
 
 /// How stale a key's recorded last use may get before a request records it again.
@@ -116,14 +116,14 @@ impl State {
     /// Checks a presented `hskey-api-<prefix>-<secret>` and returns the key it opens. Records
     /// the use when the stored last-seen time is older than [`LAST_SEEN_RESOLUTION`].
     pub async fn authenticate_api_key(&self, presented: &str) -> Result<ApiKey, ApiKeyError> {
-        let (prefix, hash) = split_api_key(presented).ok_or(ApiKeyError::Malformed)?;
+        let (prefix, secret) = split_api_key(presented).ok_or(ApiKeyError::Malformed)?;
         let lookup = prefix.to_string();
         let mut key = self
             .db
             .run(move |db| db.api_key_by_prefix(&lookup))
             .await?
             .ok_or_else(|| ApiKeyError::Unknown(prefix.to_string()))?;
-        if !hashes_match(&key.hash, &hash) {
+        if !key.hash.verify(secret) {
             return Err(ApiKeyError::WrongSecret(key.prefix));
         }
         let now = now();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{Change, NodeEntry, State, StateError};
-use crate::auth::{hashes_match, split_pre_auth_key, Verdict};
+use crate::auth::{is_legacy_pre_auth_key, split_pre_auth_key, Verdict, LEGACY_KEY_PREFIX};
 use crate::model::{Node, PreAuthKey, RegisterMethod, UserId};
 use crate::names::{sanitize_hostname, unique_name};
 use crate::policy::PolicyUser;
@@ -348,9 +348,15 @@ fn requested_tags(req: &RegisterRequest) -> Vec<String> {
 
 /// Finds the stored key for an auth-key string and checks that it may still be used.
 fn validate_key(keys: &[PreAuthKey], auth_key: &str, now: chrono::DateTime<Utc>) -> Result<PreAuthKey, RegisterError> {
-    let (prefix, hash) = split_pre_auth_key(auth_key).ok_or(RegisterError::InvalidKey)?;
-    let key =
-        keys.iter().find(|k| k.prefix == prefix && hashes_match(&k.hash, &hash)).ok_or(RegisterError::InvalidKey)?;
+    let key = match split_pre_auth_key(auth_key) {
+        Some((prefix, secret)) => keys.iter().find(|k| k.prefix == prefix && k.hash.verify(secret)),
+        // A plain-text key of an older Headscale, kept from a database taken over.
+        None if is_legacy_pre_auth_key(auth_key) => {
+            keys.iter().find(|k| k.prefix.starts_with(LEGACY_KEY_PREFIX) && k.hash.verify(auth_key))
+        }
+        None => None,
+    }
+    .ok_or(RegisterError::InvalidKey)?;
     if key.is_expired(now) {
         return Err(RegisterError::ExpiredKey);
     }
