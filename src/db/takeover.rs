@@ -44,6 +44,12 @@ const KNOWN: [&str; 17] = [
     "202606181200-recover-null-tags-node-user-id",
 ];
 
+/// The migrations Headscale v0.29.2 knows, for tests that make a Headscale database.
+#[cfg(test)]
+pub fn known_migrations() -> &'static [&'static str] {
+    &KNOWN
+}
+
 /// Headscale v0.25's baseline migration: older databases must first be upgraded by Headscale.
 const BASELINE: &str = "202501221827";
 

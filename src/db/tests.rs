@@ -1,8 +1,9 @@
 //! The storage suite: every record's round trip, the one-shot key and deletion rules, the
 //! schema version, and corrupt data, each on SQLite and on PostgreSQL; then what only the
-//! PostgreSQL engine has: connection errors, the pool's limit, reconnection, unix sockets.
+//! PostgreSQL engine has: connection errors, the pool's limit, reconnection, unix sockets, and
+//! taking over a Headscale database made on PostgreSQL.
 
-use chrono::Duration;
+use chrono::{Datelike, Duration};
 
 use super::migrations::LATEST;
 use super::sql::args;
@@ -203,6 +204,92 @@ fn inspecting_a_postgres_database_reads_and_writes_nothing() {
     assert_eq!(tables, Some(0), "inspecting created tables");
     Db::open_postgres(&settings).unwrap();
     assert_eq!(Db::inspect_configured(&database).unwrap(), Some(super::Schema::Current));
+}
+
+/// A Headscale v0.29 database on PostgreSQL, as gorm lays it out: `timestamptz` times,
+/// `boolean` flags, `bytea` hashes.
+const HEADSCALE_POSTGRES: &str = "
+    CREATE TABLE migrations (id varchar(255) PRIMARY KEY);
+    CREATE TABLE database_versions (id bigserial PRIMARY KEY, version text NOT NULL, updated_at timestamptz);
+    CREATE TABLE users (id bigserial PRIMARY KEY, created_at timestamptz, updated_at timestamptz,
+        deleted_at timestamptz, name text, display_name text, email text, provider_identifier text,
+        provider text, profile_pic_url text);
+    CREATE TABLE pre_auth_keys (id bigserial PRIMARY KEY, key text, prefix text, hash bytea, user_id bigint
+        REFERENCES users(id) ON DELETE SET NULL, reusable boolean, ephemeral boolean DEFAULT false,
+        used boolean DEFAULT false, tags text, created_at timestamptz, expiration timestamptz);
+    CREATE TABLE api_keys (id bigserial PRIMARY KEY, prefix text, hash bytea, created_at timestamptz,
+        expiration timestamptz, last_seen timestamptz);
+    CREATE TABLE nodes (id bigserial PRIMARY KEY, machine_key text, node_key text, disco_key text,
+        endpoints text, host_info text, ipv4 text, ipv6 text, hostname text, given_name varchar(63),
+        user_id bigint REFERENCES users(id) ON DELETE CASCADE, register_method text, tags text,
+        auth_key_id bigint REFERENCES pre_auth_keys(id), expiry timestamptz, last_seen timestamptz,
+        approved_routes text, created_at timestamptz, updated_at timestamptz, deleted_at timestamptz);
+    CREATE TABLE policies (id bigserial PRIMARY KEY, created_at timestamptz, updated_at timestamptz,
+        deleted_at timestamptz, data text);
+    INSERT INTO database_versions VALUES (1, 'v0.29.2', now());
+    INSERT INTO users VALUES
+        (1, '2024-01-01 00:00:00+00', '2024-01-01 00:00:00+00', NULL, 'alice', 'Alice', 'alice@example.com', NULL, NULL, NULL),
+        (2, '2024-01-01 00:00:00+00', '2024-01-01 00:00:00+00', NULL, 'bob', 'Bob', 'bob@example.com',
+         'https://idp.example.com/bob', 'oidc', NULL);
+    INSERT INTO pre_auth_keys VALUES
+        (1, '', 'abcdefghijkl', decode('HASH', 'hex'), 1, true, false, false, '[]', '2024-01-01 00:00:00+00', '2999-01-01 00:00:00+00');
+    INSERT INTO api_keys VALUES (1, 'hFKcRjL', decode('HASH', 'hex'), '2024-01-01 00:00:00+00', NULL, NULL);
+    INSERT INTO nodes VALUES
+        (1, 'mkey:0101010101010101010101010101010101010101010101010101010101010101',
+         'nodekey:1111111111111111111111111111111111111111111111111111111111111111', '', '[\"192.0.2.1:41641\"]',
+         '{\"Hostname\":\"laptop\",\"OS\":\"linux\"}', '100.64.0.1', 'fd7a:115c:a1e0::1', 'laptop', 'laptop', 1,
+         'authkey', '[]', 1, '0001-01-01 00:00:00+00', '2024-06-01 12:00:00.123456+02', '[]',
+         '2024-01-01 00:00:00+00', now(), NULL),
+        (2, 'mkey:0202020202020202020202020202020202020202020202020202020202020202',
+         'nodekey:2222222222222222222222222222222222222222222222222222222222222222', NULL, 'null', NULL,
+         '100.64.0.2', NULL, 'server', 'server', 2, 'cli', '[\"tag:server\"]', NULL, NULL, NULL,
+         '[\"10.0.0.0/24\"]', '2024-01-01 00:00:00+00', now(), NULL),
+        (3, 'mkey:0303030303030303030303030303030303030303030303030303030303030303',
+         'nodekey:3333333333333333333333333333333333333333333333333333333333333333', NULL, '[]', '{}',
+         '100.64.0.3', 'fd7a:115c:a1e0::3', 'phone', 'phone', NULL, 'authkey', 'null', 1, NULL, NULL, '[]',
+         '2024-01-01 00:00:00+00', now(), NULL);
+    INSERT INTO policies VALUES (1, now(), '2024-02-03 04:05:06+00', NULL, '{\"acls\": []}');
+    SELECT setval('users_id_seq', 2);
+";
+
+#[test]
+fn a_headscale_postgres_database_is_taken_over() {
+    let Some(settings) = postgres_settings() else { return };
+    let secret = "s".repeat(64);
+    let hash = hex::encode(bcrypt::hash(&secret, 4).unwrap());
+    let raw = Db { store: super::Store::Postgres(super::postgres::open(&settings).unwrap()) };
+    let known = super::takeover::known_migrations().iter().map(|id| format!("('{id}')")).collect::<Vec<_>>();
+    let setup =
+        format!("{}INSERT INTO migrations VALUES {};", HEADSCALE_POSTGRES.replace("HASH", &hash), known.join(", "));
+    raw.with(|c| c.batch(&setup)).unwrap();
+    drop(raw);
+
+    let db = Db::open_postgres(&settings).unwrap();
+    let users = db.users().unwrap();
+    assert_eq!(users.iter().map(|u| (u.id, u.name.as_str())).collect::<Vec<_>>(), vec![(1, "alice"), (2, "bob")]);
+    assert_eq!(users[1].provider_id, "https://idp.example.com/bob");
+    let nodes = db.nodes().unwrap();
+    let owners: Vec<_> = nodes.iter().map(|n| (n.id, n.user_id, n.tags.clone())).collect();
+    assert_eq!(
+        owners,
+        vec![(1, Some(1), vec![]), (2, None, vec!["tag:server".to_string()]), (3, Some(1), vec![])],
+        "a tagged node has no user; an untagged one gets its key's"
+    );
+    assert_eq!(nodes[0].expiry, None, "Go's zero time is no expiry");
+    assert_eq!(nodes[0].last_seen.map(|t| t.to_rfc3339()), Some("2024-06-01T10:00:00.123456+00:00".into()));
+    assert_eq!(nodes[0].hostinfo.hostname, "laptop");
+    assert_eq!(nodes[0].endpoints.len(), 1);
+    assert_eq!(nodes[1].approved_routes.len(), 1);
+    let keys = db.pre_auth_keys().unwrap();
+    assert!(keys[0].hash.verify(&secret) && keys[0].prefix == "abcdefghijkl");
+    let api = db.api_keys().unwrap();
+    assert!(api[0].hash.verify(&secret) && api[0].expiration.year() == 9999, "no expiry: never");
+    assert_eq!(db.policy().unwrap().map(|p| p.data), Some("{\"acls\": []}".to_string()));
+    // The id sequences continue after the ids taken over.
+    let next = db.insert_user(crate::testing::user(0, "carol")).unwrap();
+    assert_eq!(next.id, 3);
+    // Opened again: this server's database now.
+    assert_eq!(Db::open_postgres(&settings).unwrap().nodes().unwrap().len(), 3);
 }
 
 #[test]
