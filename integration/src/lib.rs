@@ -134,8 +134,15 @@ impl TestServer {
 
     /// Stops the server and starts it again on the same ports, database and keys.
     pub async fn restart(self) -> Result<TestServer> {
+        self.restart_after(|_| Ok(())).await
+    }
+
+    /// Stops the server, runs `change` on its directory (its database, keys and files), and
+    /// starts it again on the same ports.
+    pub async fn restart_after(self, change: impl FnOnce(&Path) -> Result<()>) -> Result<TestServer> {
         let TestServer { running, config, dir, _tmp } = self;
         running.stop().await;
+        change(&dir)?;
         let mut s = Self::start_with(config, dir).await?;
         s._tmp = _tmp;
         Ok(s)

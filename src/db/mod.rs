@@ -29,6 +29,7 @@ pub use api_keys::ApiKey;
 pub use migrations::Schema;
 pub use policies::StoredPolicy;
 pub use sql::Engine;
+pub use takeover::HEADSCALE_MIGRATIONS;
 
 use crate::config::Database;
 use sql::Conn;

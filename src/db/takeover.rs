@@ -24,7 +24,7 @@ use crate::model::{KeyHash, Node, PreAuthKey, RegisterMethod, User};
 use crate::tailcfg::Hostinfo;
 
 /// The migrations Headscale v0.29.2 knows, in order (`hscontrol/db/db.go`).
-const KNOWN: [&str; 17] = [
+pub const HEADSCALE_MIGRATIONS: [&str; 17] = [
     "202501221827",
     "202501311657",
     "202502070949",
@@ -43,12 +43,6 @@ const KNOWN: [&str; 17] = [
     "202605221435-clear-zero-time-node-expiry",
     "202606181200-recover-null-tags-node-user-id",
 ];
-
-/// The migrations Headscale v0.29.2 knows, for tests that make a Headscale database.
-#[cfg(test)]
-pub fn known_migrations() -> &'static [&'static str] {
-    &KNOWN
-}
 
 /// Headscale v0.25's baseline migration: older databases must first be upgraded by Headscale.
 const BASELINE: &str = "202501221827";
@@ -118,13 +112,13 @@ pub fn detect(c: &mut dyn Conn) -> Result<Option<Found>, DbError> {
         .iter()
         .map(|r| r.text("id"))
         .collect::<Result<_, _>>()?;
-    if let Some(newer) = ids.iter().find(|id| !KNOWN.contains(&id.as_str()) && id.as_str() > BASELINE) {
+    if let Some(newer) = ids.iter().find(|id| !HEADSCALE_MIGRATIONS.contains(&id.as_str()) && id.as_str() > BASELINE) {
         return Err(DbError::HeadscaleTooNew(newer.clone()));
     }
     if !ids.contains(BASELINE) {
         return Err(DbError::HeadscaleTooOld);
     }
-    let last = KNOWN.iter().rev().find(|id| ids.contains(**id)).expect("the baseline is known");
+    let last = HEADSCALE_MIGRATIONS.iter().rev().find(|id| ids.contains(**id)).expect("the baseline is known");
     Ok(Some(Found { last_migration: last.to_string() }))
 }
 

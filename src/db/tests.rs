@@ -258,7 +258,7 @@ fn a_headscale_postgres_database_is_taken_over() {
     let secret = "s".repeat(64);
     let hash = hex::encode(bcrypt::hash(&secret, 4).unwrap());
     let raw = Db { store: super::Store::Postgres(super::postgres::open(&settings).unwrap()) };
-    let known = super::takeover::known_migrations().iter().map(|id| format!("('{id}')")).collect::<Vec<_>>();
+    let known = super::takeover::HEADSCALE_MIGRATIONS.iter().map(|id| format!("('{id}')")).collect::<Vec<_>>();
     let setup =
         format!("{}INSERT INTO migrations VALUES {};", HEADSCALE_POSTGRES.replace("HASH", &hash), known.join(", "));
     raw.with(|c| c.batch(&setup)).unwrap();
