@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::db::{Db, DbError, Schema};
 use crate::derp::{self, DerpServer};
-use crate::mapper::{Bound, MapContext};
+use crate::derp_map::{Bound, Sources};
+use crate::mapper::MapContext;
 use crate::router::Router;
 use crate::state::{Change, State, StateError};
 use crate::tailcfg::{NodeKey, PrivateKey};
@@ -43,6 +44,8 @@ pub enum AppError {
     Grpc(#[from] crate::grpc::GrpcError),
     #[error(transparent)]
     Certificate(#[from] crate::tls::CertError),
+    #[error(transparent)]
+    DerpMap(#[from] crate::derp_map::DerpMapError),
 }
 
 /// Reads a `privkey:<hex>` key file, or creates one (mode 0600) if it does not exist.
@@ -268,8 +271,15 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         derp_server = Some(server);
     }
 
+    // As in Headscale, a DERP map that cannot be read at start stops start-up.
     let bound = Bound { listen: listen_addr, derp_tls: derp_tls_addr, stun: stun_addr };
-    let control = Arc::new(Control { state: state.clone(), noise_key, map: MapContext::from_config(&config, &bound) });
+    let sources = Sources::from_config(&config, &bound);
+    state.set_derp_map(sources.load().await?).await;
+    if config.derp.auto_update_enabled {
+        let every = config.derp.update_frequency;
+        tasks.push(tokio::spawn(crate::derp_map::keep_current(state.clone(), sources, every, stopped())));
+    }
+    let control = Arc::new(Control { state: state.clone(), noise_key, map: MapContext::from_config(&config) });
     let router = Arc::new(Router { control, derp: derp_server.clone() });
     tasks.push(tokio::spawn(serve_http(listener, tls, router, stopped())));
     tasks.push(tokio::spawn(expiry_ticker(state.clone(), stopped())));

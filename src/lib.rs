@@ -12,6 +12,7 @@ pub mod control;
 pub mod counters;
 pub mod db;
 pub mod derp;
+pub mod derp_map;
 pub mod duration;
 pub mod grpc;
 pub mod http2;

@@ -72,19 +72,26 @@ pub fn user(id: u64, name: &str) -> User {
 
 /// Three nodes: two of user 1 (online), one tagged (offline).
 pub fn tailnet() -> Snapshot {
-    Snapshot::build([user(1, "alice")], [(node(1, Some(1)), true), (node(2, Some(1)), true), (node(3, None), false)])
+    let mut snap = Snapshot::build(
+        [user(1, "alice")],
+        [(node(1, Some(1)), true), (node(2, Some(1)), true), (node(3, None), false)],
+    );
+    snap.derp_map = derp_map();
+    snap
 }
 
 /// `n` nodes spread over `users` users, all online.
 pub fn large_tailnet(users: u64, n: u32) -> Snapshot {
-    Snapshot::build(
+    let mut snap = Snapshot::build(
         (1..=users).map(|u| user(u, &format!("user{u}"))),
         (1..=n).map(|i| (node(i, Some(1 + i as u64 % users)), true)),
-    )
+    );
+    snap.derp_map = derp_map();
+    snap
 }
 
-/// A map context with one loopback DERP region and the allow-all policy.
-pub fn context() -> MapContext {
+/// One loopback DERP region.
+pub fn derp_map() -> Arc<DerpMap> {
     let mut derp = DerpMap::default();
     derp.regions.insert(
         999,
@@ -101,13 +108,17 @@ pub fn context() -> MapContext {
                 stun_port: 3478,
                 derp_port: 8443,
                 insecure_for_tests: true,
-                can_port_80: false,
+                ..DerpNode::default()
             }],
         },
     );
+    Arc::new(derp)
+}
+
+/// A map context with the test tailnet's base domain and Headscale's default switches.
+pub fn context() -> MapContext {
     MapContext {
         base_domain: "tailnet.test".into(),
-        derp_map: Arc::new(derp),
         dns: None,
         debug: Some(crate::tailcfg::ClientDebug { disable_log_tail: true }),
         caps: crate::tailcfg::caps::baseline(crate::tailcfg::caps::Switches { taildrop: true, ..Default::default() }),

@@ -60,8 +60,6 @@ pub fn unhonoured(config: &Config) -> Vec<&'static str> {
     let c = config;
     [
         ("trusted_proxies", !c.trusted_proxies.is_empty()),
-        ("derp.urls", !c.derp.urls.is_empty()),
-        ("derp.paths", !c.derp.paths.is_empty()),
         ("node.routes", holds(&c.node.routes)),
         ("database.debug", c.database.debug),
         ("database.gorm", holds(&c.database.gorm)),
@@ -117,11 +115,8 @@ mod tests {
                     node:\n  routes:\n    ha:\n      probe_interval: 10s\n\
                     dns:\n  override_local_dns: false\n  extra_records: []\ntuning:\n  batch_change_delay: 1s\n";
         let config: Config = serde_yaml::from_str(yaml).unwrap();
-        assert_eq!(
-            unhonoured(&config),
-            ["trusted_proxies", "derp.urls", "node.routes", "dns.override_local_dns", "tuning"]
-        );
+        assert_eq!(unhonoured(&config), ["trusted_proxies", "node.routes", "dns.override_local_dns", "tuning"]);
         let warning = warnings(&config).pop().unwrap();
-        assert!(warning.contains("trusted_proxies, derp.urls"), "{warning}");
+        assert!(warning.contains("trusted_proxies, node.routes"), "{warning}");
     }
 }

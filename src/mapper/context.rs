@@ -1,18 +1,16 @@
-//! The map context: everything besides the snapshot that shapes a map (base domain, DERP
-//! map, DNS configuration, client debug switches, baseline capabilities), built once at start
-//! from the configuration and the addresses the server bound.
+//! The map context: everything besides the snapshot that shapes a map (base domain, DNS
+//! configuration, client debug switches, baseline capabilities), built once at start from the
+//! configuration. (The DERP map can change while the server runs: it is in the snapshot.)
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::tailcfg::{self, DerpMap, DerpNode, DerpRegion, DnsConfig, DnsResolver};
+use crate::tailcfg::{self, DnsConfig, DnsResolver};
 
 /// Everything besides the snapshot that shapes a map; built once from the configuration.
 #[derive(Debug, Clone)]
 pub struct MapContext {
     pub base_domain: String,
-    pub derp_map: Arc<DerpMap>,
     pub dns: Option<Arc<DnsConfig>>,
     /// Sent in every full map: `DisableLogTail` unless the configuration enables logtail.
     pub debug: Option<tailcfg::ClientDebug>,
@@ -31,23 +29,11 @@ impl MapContext {
     }
 }
 
-/// The addresses the server bound, which the DERP map tells clients.
-#[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    /// The main listener.
-    pub listen: SocketAddr,
-    /// The embedded DERP server's own TLS port, if it has one.
-    pub derp_tls: Option<SocketAddr>,
-    /// The STUN port, if the embedded DERP server runs.
-    pub stun: Option<SocketAddr>,
-}
-
 impl MapContext {
-    /// The context the configuration describes, for a server bound at `bound`.
-    pub fn from_config(config: &Config, bound: &Bound) -> MapContext {
+    /// The context the configuration describes.
+    pub fn from_config(config: &Config) -> MapContext {
         MapContext {
             base_domain: config.dns.base_domain.clone(),
-            derp_map: Arc::new(derp_map(config, bound)),
             dns: dns_config(config),
             // As Headscale does: a client uploads its logs to Tailscale only if logtail is on.
             debug: (!config.logtail.enabled).then_some(tailcfg::ClientDebug { disable_log_tail: true }),
@@ -58,39 +44,6 @@ impl MapContext {
             }),
         }
     }
-}
-
-/// The DERP map: the embedded region, with the ports the server actually bound.
-fn derp_map(config: &Config, bound: &Bound) -> DerpMap {
-    let (listen, tls, stun) = (bound.listen, bound.derp_tls, bound.stun);
-    let d = &config.derp.server;
-    let mut map = DerpMap::default();
-    if d.enabled && d.automatically_add_embedded_derp_region {
-        let port = tls.map(|a| a.port()).unwrap_or_else(|| {
-            config.server_url.parse::<http::Uri>().ok().and_then(|u| u.port_u16()).unwrap_or(listen.port())
-        });
-        let node = DerpNode {
-            name: format!("{}a", d.region_id),
-            region_id: d.region_id,
-            host_name: config.server_host(),
-            ipv4: d.ipv4.clone(),
-            ipv6: d.ipv6.clone(),
-            stun_port: stun.map(|a| a.port() as i32).unwrap_or(-1),
-            derp_port: port,
-            insecure_for_tests: d.tls_self_signed,
-            can_port_80: false,
-        };
-        map.regions.insert(
-            d.region_id,
-            DerpRegion {
-                region_id: d.region_id,
-                region_code: d.region_code.clone(),
-                region_name: d.region_name.clone(),
-                nodes: vec![node],
-            },
-        );
-    }
-    map
 }
 
 /// The DNS configuration sent to nodes, if MagicDNS or resolvers are configured.
@@ -116,18 +69,14 @@ fn dns_config(config: &Config) -> Option<Arc<DnsConfig>> {
 mod tests {
     use super::*;
 
-    fn bound() -> Bound {
-        Bound { listen: "127.0.0.1:8080".parse().unwrap(), derp_tls: None, stun: None }
-    }
-
     /// Official clients kept uploading their logs to Tailscale's log service: no map told
     /// them `Debug.DisableLogTail`, which Headscale sends unless `logtail.enabled`.
     #[test]
     fn regression_official_clients_uploaded_their_logs_to_tailscale() {
         let mut config = Config::embedded(std::path::Path::new("/nonexistent"));
-        let ctx = MapContext::from_config(&config, &bound());
+        let ctx = MapContext::from_config(&config);
         assert_eq!(ctx.debug, Some(tailcfg::ClientDebug { disable_log_tail: true }));
         config.logtail.enabled = true;
-        assert_eq!(MapContext::from_config(&config, &bound()).debug, None);
+        assert_eq!(MapContext::from_config(&config).debug, None);
     }
 }

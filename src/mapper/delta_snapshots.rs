@@ -1,6 +1,6 @@
 //! Snapshots of the deltas one session sends its client for the events a tailnet sees: a
 //! peer's presence and home DERP, a peer changed and a new one with its owner, a removal, its
-//! own node changed, a policy that opens and then closes the tailnet again. A change to any of
+//! own node changed, a new DERP map, a policy that opens and then closes the tailnet again. A change to any of
 //! these messages' wire shape shows up as a snapshot diff.
 
 use serde_json::{json, Value};
@@ -74,6 +74,11 @@ fn deltas_for_node_changes() {
     me.hostinfo.hostname = "laptop".into();
     r.snap.put_node(NodeEntry::new(me, true));
     r.step("node 1 itself changed", vec![Change::Node { id: 1, patch: None }]);
+
+    let mut derp = crate::tailcfg::DerpMap::clone(&r.snap.derp_map);
+    derp.regions.remove(&999);
+    r.snap.derp_map = std::sync::Arc::new(derp);
+    r.step("the DERP map changed", vec![Change::DerpMap]);
 
     r.assert_snapshot("deltas_for_node_changes");
 }

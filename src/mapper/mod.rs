@@ -9,6 +9,6 @@ mod delta_snapshots;
 mod render;
 mod session;
 
-pub use context::{Bound, MapContext};
+pub use context::MapContext;
 pub use render::{full_map, peer_wire, self_node, TAGGED_DEVICES_USER_ID};
 pub use session::SessionView;

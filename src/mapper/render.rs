@@ -130,7 +130,7 @@ pub fn full_map(snap: &Snapshot, me: &NodeEntry, ctx: &MapContext, now: DateTime
     let owner = |e: &NodeEntry| e.node.user_id.unwrap_or(TAGGED_DEVICES_USER_ID);
     MapResponse {
         node: Some(self_node(me, ctx, view, now)),
-        derp_map: Some(ctx.derp_map.clone()),
+        derp_map: Some(snap.derp_map.clone()),
         peers: Some(peers.iter().map(|p| peer_wire(me.node.id, p, ctx, view, now)).collect()),
         dns_config: ctx.dns.clone(),
         domain: ctx.base_domain.clone(),

@@ -40,6 +40,8 @@ pub struct SessionView {
     /// The client was last sent itself expired (and so no peers).
     sent_expired: bool,
     rules_dirty: bool,
+    /// The DERP map changed since the client was sent it.
+    derp_dirty: bool,
     resync: bool,
     /// Something besides peers' presence (online, last seen) waits to be sent.
     urgent: bool,
@@ -72,6 +74,7 @@ impl SessionView {
             self_dirty: false,
             sent_expired: snap.node(me).is_some_and(|e| e.is_expired(now)),
             rules_dirty: false,
+            derp_dirty: false,
             resync: false,
             urgent: false,
         }
@@ -115,6 +118,10 @@ impl SessionView {
                     self.rules_dirty = true;
                     self.urgent = true;
                 }
+                Change::DerpMap => {
+                    self.derp_dirty = true;
+                    self.urgent = true;
+                }
             }
         }
     }
@@ -145,6 +152,7 @@ impl SessionView {
     pub fn has_pending(&self) -> bool {
         self.self_dirty
             || self.rules_dirty
+            || self.derp_dirty
             || self.resync
             || !self.full.is_empty()
             || !self.patches.is_empty()
@@ -263,6 +271,9 @@ impl SessionView {
         }
         if std::mem::take(&mut self.self_dirty) {
             resp.node = Some(self_node(&me, ctx, view, now));
+        }
+        if std::mem::take(&mut self.derp_dirty) {
+            resp.derp_map = Some(snap.derp_map.clone());
         }
         resp.user_profiles = user_profiles(snap, new_users);
         Some(resp)

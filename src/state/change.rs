@@ -20,6 +20,8 @@ pub enum Change {
     /// router): each session re-derives its peers, packet filter and SSH policy and sends
     /// what differs.
     Rules,
+    /// The DERP map changed: each session sends the snapshot's.
+    DerpMap,
 }
 
 /// The changes of one published version.

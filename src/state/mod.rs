@@ -34,6 +34,7 @@ use crate::db::{Db, DbError};
 use crate::ipam::Ipam;
 use crate::model::{NodeId, PreAuthKey};
 use crate::policy::PolicyView;
+use crate::tailcfg::DerpMap;
 
 /// A write was refused or failed; the message says which and why.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +168,17 @@ impl State {
     /// Whether the database answers.
     pub async fn database_ok(&self) -> bool {
         self.db.run(|db| Ok(db.ping())).await.unwrap_or(false)
+    }
+
+    /// Puts `map` in force as the DERP map clients are told; connected clients get it in
+    /// their next delta. Returns whether it differed from the one in force.
+    pub async fn set_derp_map(&self, map: DerpMap) -> bool {
+        let _w = self.writer.lock().await;
+        if *self.snapshot().derp_map == map {
+            return false;
+        }
+        self.publish(|s| s.derp_map = Arc::new(map), vec![Change::DerpMap]);
+        true
     }
 
     /// The database handle, for dumps and health checks.

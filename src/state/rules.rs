@@ -65,7 +65,7 @@ pub(super) fn refresh(prev: &Snapshot, next: &mut Snapshot, changes: &mut Vec<Ch
         .iter()
         .filter_map(|c| match c {
             Change::Node { id, .. } | Change::Removed(id) => Some(*id),
-            Change::Everything | Change::Rules => None,
+            Change::Everything | Change::Rules | Change::DerpMap => None,
         })
         .collect();
     let routers_touched = everything || touched.iter().any(|&id| is_router(prev, id) || is_router(next, id));

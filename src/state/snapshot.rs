@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{Node, NodeId, User, UserId};
 use crate::policy::{policy_node, PolicyNode, PolicyView};
-use crate::tailcfg::{MachineKey, NodeKey, RawNode};
+use crate::tailcfg::{DerpMap, MachineKey, NodeKey, RawNode};
 
 /// One node as published, with what is only known at run time.
 #[derive(Debug)]
@@ -59,6 +59,9 @@ pub struct Snapshot {
     /// Nodes were added since the policy was last compiled: until the coalesced compile
     /// catches up, the policy gives them no peers and no access, and nobody sees them.
     pub policy_stale: bool,
+    /// The relay regions clients are told (`derp_map`: the embedded region and the maps of
+    /// `derp.urls` and `derp.paths`).
+    pub derp_map: Arc<DerpMap>,
 }
 
 impl Snapshot {

@@ -41,6 +41,9 @@ pub struct DerpNode {
     /// `-1` disables STUN, `0` means 3478.
     #[serde(rename = "STUNPort", skip_serializing_if = "super::is_default", default)]
     pub stun_port: i32,
+    /// The node only answers STUN; it relays nothing.
+    #[serde(rename = "STUNOnly", skip_serializing_if = "std::ops::Not::not", default)]
+    pub stun_only: bool,
     /// `0` means 443.
     #[serde(rename = "DERPPort", skip_serializing_if = "super::is_default", default)]
     pub derp_port: u16,
