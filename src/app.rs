@@ -108,7 +108,7 @@ async fn open_database_patiently(config: &Config) -> Result<Db, AppError> {
 /// create or migrate), one sentence each.
 pub fn check(config: &Config) -> Result<Vec<String>, AppError> {
     reject_unsupported(config)?;
-    let mut notes = crate::config::warnings(config);
+    let mut notes = crate::config::notices::warnings(config);
     notes.extend(crate::grpc::remote_skipped(config));
     let mut key = |what: &str, path: &Path| -> Result<(), AppError> {
         match std::fs::read_to_string(path) {

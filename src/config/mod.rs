@@ -12,9 +12,8 @@ use serde_yaml::Value;
 
 use crate::duration::serde_text;
 
-mod notices;
-
-pub use notices::warnings;
+mod aliases;
+pub mod notices;
 
 /// What went wrong while loading or checking the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -400,7 +399,7 @@ pub struct Config {
     pub cli: Cli,
     pub tuning: Value,
     pub preauth_keys: Value,
-    /// Headscale's warnings for the deprecated keys the file used (see `notices`).
+    /// Headscale's warnings for the deprecated keys the file used (see `aliases`).
     #[serde(skip)]
     pub deprecations: Vec<String>,
 }
@@ -518,7 +517,7 @@ impl Config {
             Source::File(p) => p.display().to_string(),
             Source::Embedded(_) => "embedded default".to_string(),
         };
-        let deprecations = notices::take_deprecated(&mut tree);
+        let deprecations = aliases::take_deprecated(&mut tree);
         let mut config: Config =
             serde_yaml::from_value(tree).map_err(|source| ConfigError::Parse { path: origin, source })?;
         config.deprecations = deprecations;
@@ -530,7 +529,7 @@ impl Config {
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         let parse = |source| ConfigError::Parse { path: "<text>".into(), source };
         let mut tree: Value = serde_yaml::from_str(text).map_err(parse)?;
-        let deprecations = notices::take_deprecated(&mut tree);
+        let deprecations = aliases::take_deprecated(&mut tree);
         let mut c: Config = serde_yaml::from_value(tree).map_err(parse)?;
         c.deprecations = deprecations;
         c.validate()?;
