@@ -4,11 +4,13 @@
 //! keeps what a session has sent and turns change events into deltas.
 
 mod context;
-#[cfg(test)]
-mod delta_snapshots;
 mod render;
 mod session;
 
 pub use context::MapContext;
 pub use render::{full_map, peer_wire, self_node, TAGGED_DEVICES_USER_ID};
 pub use session::SessionView;
+
+/// Snapshots of the deltas a session sends.
+#[cfg(test)]
+mod tests;
