@@ -1,8 +1,10 @@
 //! The `headscale.v1.HeadscaleService` admin API over gRPC: the generated protobuf types, the
-//! service backed by [`State`], the local unix-socket listener the CLI talks to (trusted), and
+//! service backed by [`State`], the local unix-socket listener the CLI talks to (trusted; its
+//! clients' `:authority` made acceptable, `authority`), and
 //! the remote listener on `grpc_listen_addr` (every request needs an API key).
 
 mod auth;
+mod authority;
 mod convert;
 mod service;
 
@@ -92,7 +94,7 @@ pub async fn serve_unix(
     tracing::debug!(path = %path.display(), "admin API listening on unix socket");
     let served = tonic::transport::Server::builder()
         .add_service(service(state))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener).map(|c| c.map(authority::filtered)), shutdown)
         .await;
     // The socket file is ours: leave nothing behind for the next start.
     let _ = std::fs::remove_file(path);

@@ -52,11 +52,18 @@ pub fn encode_response<B>(resp: &Response<B>, out: &mut Vec<u8>) {
         integer(out, 8, 4, 0x00);
         string(out, status.as_str().as_bytes());
     }
-    for (name, value) in resp.headers() {
-        // Literal header field without indexing, new name (RFC 7541 §6.2.2).
+    // Literal header fields without indexing, new name (RFC 7541 §6.2.2).
+    let fields: Vec<(Vec<u8>, Vec<u8>)> =
+        resp.headers().iter().map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
+    encode_fields(&fields, out);
+}
+
+/// Appends an HPACK block of `fields` as literals without indexing, in order.
+pub fn encode_fields(fields: &[(Vec<u8>, Vec<u8>)], out: &mut Vec<u8>) {
+    for (name, value) in fields {
         out.push(0x00);
-        string(out, name.as_str().as_bytes());
-        string(out, value.as_bytes());
+        string(out, name);
+        string(out, value);
     }
 }
 

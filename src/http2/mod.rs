@@ -6,11 +6,12 @@
 //! streamed responses under flow control, SETTINGS, PING and GOAWAY; no server push.
 
 mod conn;
-mod frame;
+pub mod frame;
 mod headers;
 
 pub use conn::{serve, Connection, HandlerFuture};
 pub use frame::Reason;
+pub use headers::encode_fields;
 
 /// Why a connection ended other than by the client closing it.
 #[derive(Debug, thiserror::Error)]
