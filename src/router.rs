@@ -57,11 +57,7 @@ impl Router {
             ),
             ("POST", "/ts2021") => crate::control::upgrade(self.control.clone(), req).await,
             ("GET", "/ts2021") => text(StatusCode::NOT_IMPLEMENTED, "ts2021 over WebSocket is not supported"),
-            ("GET", "/health") => {
-                let ok = state.database_ok().await;
-                let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                json(status, &serde_json::json!({ "status": if ok { "pass" } else { "fail" } }))
-            }
+            ("GET", "/health") => health(state.database_ok().await),
             ("GET", "/version") => json(StatusCode::OK, &serde_json::json!({ "version": crate::VERSION })),
             ("GET", "/robots.txt") => text(StatusCode::OK, "User-agent: *\nDisallow: /"),
             ("GET", p) if p.starts_with("/register/") => register_page(&p["/register/".len()..]),
@@ -94,6 +90,15 @@ impl Router {
     }
 }
 
+/// `/health` as Headscale answers it: `{"status":"pass"}` (or `fail`, with 503, when the
+/// database does not answer), as `application/health+json`.
+fn health(database_ok: bool) -> Response<Body> {
+    let status = if database_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut r = json(status, &serde_json::json!({ "status": if database_ok { "pass" } else { "fail" } }));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/health+json"));
+    r
+}
+
 /// The page a user opens from the AuthURL: it tells the admin what to run.
 fn register_page(auth_id: &str) -> Response<Body> {
     if auth_id.is_empty() || !auth_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -105,4 +110,17 @@ fn register_page(auth_id: &str) -> Response<Body> {
          <pre>headscale auth register --auth-id {auth_id} --user USERNAME</pre>\n</body></html>\n"
     );
     html(StatusCode::OK, page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_answers_as_headscale_does() {
+        let ok = health(true);
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(ok.headers()[http::header::CONTENT_TYPE], "application/health+json");
+        assert_eq!(health(false).status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 }
