@@ -135,8 +135,11 @@ fn embedded_region(config: &Config, bound: &Bound) -> Option<DerpRegion> {
     if !d.enabled || !d.automatically_add_embedded_derp_region {
         return None;
     }
-    let port = bound.derp_tls.map(|a| a.port()).unwrap_or_else(|| {
-        config.server_url.parse::<http::Uri>().ok().and_then(|u| u.port_u16()).unwrap_or(bound.listen.port())
+    // The relay's own TLS port if it has one; else, as Headscale tells clients, the port of
+    // `server_url`, or the scheme's (443 behind a TLS proxy).
+    let port = bound.derp_tls.map(|a| a.port()).unwrap_or_else(|| match config.server_url.parse::<http::Uri>() {
+        Ok(u) => u.port_u16().unwrap_or(if u.scheme_str() == Some("https") { 443 } else { 80 }),
+        Err(_) => bound.listen.port(),
     });
     let node = DerpNode {
         name: format!("{}a", d.region_id),

@@ -133,3 +133,21 @@ async fn a_changed_file_reaches_sessions_and_a_broken_one_keeps_the_last_good_ma
     let _ = stop.send(());
     refresher.await.unwrap();
 }
+
+#[test]
+fn the_embedded_region_tells_the_port_clients_reach() {
+    let mut config = Config::embedded(std::path::Path::new("/nonexistent"));
+    config.derp.server.ipv4 = "203.0.113.7".into();
+    let bound = Bound { listen: "127.0.0.1:8080".parse().unwrap(), derp_tls: None, stun: None };
+    let port = |config: &Config, bound: &Bound| embedded_region(config, bound).unwrap().nodes[0].derp_port;
+    config.server_url = "https://hs.example.com".into();
+    assert_eq!(port(&config, &bound), 443, "behind a TLS proxy");
+    let region = embedded_region(&config, &bound).unwrap();
+    assert_eq!((region.nodes[0].host_name.as_str(), region.nodes[0].ipv4.as_str()), ("hs.example.com", "203.0.113.7"));
+    config.server_url = "http://hs.example.com:8080".into();
+    assert_eq!(port(&config, &bound), 8080);
+    let own_tls = Bound { derp_tls: Some("127.0.0.1:8443".parse().unwrap()), ..bound };
+    assert_eq!(port(&config, &own_tls), 8443, "the relay's own TLS port");
+    config.derp.server.automatically_add_embedded_derp_region = false;
+    assert!(embedded_region(&config, &bound).is_none());
+}
