@@ -122,6 +122,28 @@ fn users_are_recovered_as_headscale_recovers_them() {
 }
 
 #[test]
+fn requested_tags_are_granted_as_the_database_policy_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = database(dir.path(), "request_tags_migration_test.sql");
+    let db = Db::open(&path, true, 1000).unwrap();
+    let tags: Vec<(u64, Vec<String>)> = db.nodes().unwrap().into_iter().map(|n| (n.id, n.tags)).collect();
+    let t = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        tags,
+        vec![
+            (1, t(&["tag:server"])),
+            (2, t(&[])),
+            (3, t(&["tag:client", "tag:existing"])),
+            (4, t(&["tag:server"])),
+            (5, t(&[])),
+            (6, t(&["tag:admin"])),
+            (7, t(&["tag:server"])),
+        ],
+        "owned requests granted, others refused, existing tags kept, no repeats"
+    );
+}
+
+#[test]
 fn legacy_and_bcrypt_keys_keep_working_after_the_takeover() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.sqlite");

@@ -7,8 +7,10 @@
 //! reconnect without logging in again.
 //!
 //! What Headscale's data migrations after its v0.25 baseline do, and so what is done here:
-//! a pre-auth key reference to a missing key is cleared; `forced_tags` became `tags`; a
-//! tagged node belongs to no user; an untagged node without a user gets its pre-auth key's
+//! a pre-auth key reference to a missing key is cleared; `forced_tags` became `tags`; tags a
+//! client asked for before v0.28 (`Hostinfo.RequestTags`) are granted where the database
+//! policy lets the node's user own them (a policy in a file is not read here); a tagged node
+//! belongs to no user; an untagged node without a user gets its pre-auth key's
 //! user; a node expiry before 1900 (Go's zero time) means none. Pre-auth keys keep working as
 //! Headscale checks them: bcrypt of the secret for `hskey-auth-` keys, the whole key for
 //! plain-text legacy keys (stored here as its SHA-256, under a `legacy-<id>` prefix).
@@ -21,6 +23,7 @@ use super::sql::{self, Conn, Engine, Row, Value};
 use super::{api_keys, migrations, nodes, policies, pre_auth_keys, users, ApiKey, DbError, StoredPolicy};
 use crate::auth::LEGACY_KEY_PREFIX;
 use crate::model::{KeyHash, Node, PreAuthKey, RegisterMethod, User};
+use crate::policy::{ParsedPolicy, PolicyUser};
 use crate::tailcfg::Hostinfo;
 
 /// The migrations Headscale v0.29.2 knows, in order (`hscontrol/db/db.go`).
@@ -43,6 +46,9 @@ pub const HEADSCALE_MIGRATIONS: [&str; 17] = [
     "202605221435-clear-zero-time-node-expiry",
     "202606181200-recover-null-tags-node-user-id",
 ];
+
+/// The Headscale migration that grants the tags clients asked for before v0.28.
+const REQUEST_TAGS_MIGRATION: &str = "202601121700-migrate-hostinfo-request-tags";
 
 /// Headscale v0.25's baseline migration: older databases must first be upgraded by Headscale.
 const BASELINE: &str = "202501221827";
@@ -122,11 +128,17 @@ pub fn detect(c: &mut dyn Conn) -> Result<Option<Found>, DbError> {
     Ok(Some(Found { last_migration: last.to_string() }))
 }
 
+/// The ids of the Headscale migrations the database ran.
+fn migration_ids(c: &mut dyn Conn) -> Result<BTreeSet<String>, DbError> {
+    c.query("migrations", "SELECT id FROM migrations", &[])?.iter().map(|r| r.text("id")).collect()
+}
+
 /// Converts the Headscale database on `c` into this server's schema, in one transaction.
 pub fn convert(c: &mut dyn Conn) -> Result<Summary, DbError> {
     let engine = c.engine();
     sql::transaction(c, migrations::begin_exclusive(engine), |c| {
-        let data = Headscale::read(c)?;
+        let ran = migration_ids(c)?;
+        let data = Headscale::read(c, &ran)?;
         for table in HEADSCALE_TABLES {
             c.batch(&format!("DROP TABLE IF EXISTS {table}"))?;
         }
@@ -228,7 +240,7 @@ struct Headscale {
 }
 
 impl Headscale {
-    fn read(c: &mut dyn Conn) -> Result<Headscale, DbError> {
+    fn read(c: &mut dyn Conn, migrations_run: &BTreeSet<String>) -> Result<Headscale, DbError> {
         use Column::{Plain, Time};
         let now = Utc::now();
         let mut users = Vec::new();
@@ -326,6 +338,22 @@ impl Headscale {
             });
         }
 
+        let cols = [Plain("data"), Time("updated_at"), Time("created_at"), Time("deleted_at")];
+        let mut policy = None;
+        for r in select(c, "policies", &cols, "ORDER BY id DESC")? {
+            if time(&r, "deleted_at")?.is_some() {
+                continue;
+            }
+            let at = time(&r, "updated_at")?.or(time(&r, "created_at")?).unwrap_or(now);
+            policy = r.opt_text("data")?.map(|data| StoredPolicy { data, updated_at: at });
+            break;
+        }
+        // Tags clients asked for before Headscale v0.28 made tags identity, which Headscale's
+        // migration 202601121700 grants where the database policy lets the node's user own them.
+        let grant_requested = !migrations_run.contains(REQUEST_TAGS_MIGRATION);
+        let owners = policy.as_ref().filter(|_| grant_requested).and_then(|p| ParsedPolicy::parse(&p.data).ok());
+        let policy_users: Vec<PolicyUser> =
+            users.iter().map(|u| PolicyUser { id: u.id, name: u.name.clone(), email: u.email.clone() }).collect();
         let mut nodes = Vec::new();
         let cols = [
             Plain("id"),
@@ -354,8 +382,23 @@ impl Headscale {
                 continue;
             }
             let id = r.id("id")?;
+            let hostinfo: Hostinfo = match r.opt_text("host_info")?.filter(|t| !t.trim().is_empty()) {
+                Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                    tracing::warn!(id, error = %e, "a Headscale node's host info cannot be read; it is left empty");
+                    Hostinfo::default()
+                }),
+                None => Hostinfo::default(),
+            };
             let mut tags: Vec<String> =
                 if r.opt_text("tags")?.is_some() { list(&r, "tags")? } else { list(&r, "forced_tags")? };
+            if let (Some(owners), Some(owner)) = (&owners, r.opt_id("user_id")?) {
+                let user = policy_users.iter().find(|u| u.id == owner);
+                for tag in &hostinfo.request_tags {
+                    if user.is_some_and(|u| owners.user_owns_tag(tag, u, &policy_users)) {
+                        tags.push(tag.clone());
+                    }
+                }
+            }
             tags.sort();
             tags.dedup();
             let key_row = r.opt_id("auth_key_id")?.filter(|k| key_owner.contains_key(k));
@@ -368,13 +411,6 @@ impl Headscale {
                 r.opt_id("user_id")?.filter(|u| user_ids.contains(u)).or_else(|| key_row.and_then(|k| key_owner[&k]))
             };
             let auth_key_id = key.map(|k| k.id);
-            let hostinfo: Hostinfo = match r.opt_text("host_info")?.filter(|t| !t.trim().is_empty()) {
-                Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-                    tracing::warn!(id, error = %e, "a Headscale node's host info cannot be read; it is left empty");
-                    Hostinfo::default()
-                }),
-                None => Hostinfo::default(),
-            };
             let endpoints: Vec<String> = list(&r, "endpoints")?;
             let hostname = r.opt_text("hostname")?.unwrap_or_default();
             nodes.push(Node {
@@ -400,16 +436,6 @@ impl Headscale {
             });
         }
 
-        let cols = [Plain("data"), Time("updated_at"), Time("created_at"), Time("deleted_at")];
-        let mut policy = None;
-        for r in select(c, "policies", &cols, "ORDER BY id DESC")? {
-            if time(&r, "deleted_at")?.is_some() {
-                continue;
-            }
-            let at = time(&r, "updated_at")?.or(time(&r, "created_at")?).unwrap_or(now);
-            policy = r.opt_text("data")?.map(|data| StoredPolicy { data, updated_at: at });
-            break;
-        }
         Ok(Headscale { users, keys, api_keys, nodes, policy })
     }
 
