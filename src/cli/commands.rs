@@ -28,6 +28,12 @@ pub(super) async fn execute(cli: &Cli, config: &Config) -> Result<String, CliErr
         Command::Serve => return Err(CliError::NotAClientCommand("serve")),
         Command::Configtest => return Err(CliError::NotAClientCommand("configtest")),
         Command::Version => Outcome::new(json!({ "version": crate::VERSION }), crate::VERSION),
+        // The script itself, whatever the output format: a shell sources it.
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "headscale", &mut script);
+            return Ok(String::from_utf8_lossy(&script).trim_end().to_string());
+        }
         Command::Generate { command: GenerateCommand::PrivateKey } => {
             let key = PrivateKey::generate().to_string();
             Outcome::new(json!({ "private_key": key }), key)

@@ -8,6 +8,7 @@ mod commands;
 mod debug;
 mod output;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
@@ -103,6 +104,12 @@ pub enum Command {
     Version,
     /// Check that the server is running and can reach its database.
     Health,
+    /// Generate the autocompletion script for the specified shell.
+    Completion {
+        /// The shell: bash, zsh, fish, powershell or elvish.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Generate keys.
     #[command(visible_alias = "gen")]
     Generate {
@@ -424,11 +431,13 @@ pub enum AuthCommand {
 }
 
 /// Runs a client command (everything but `serve` and `configtest`) and prints its result on
-/// standard output in the chosen format.
+/// standard output in the chosen format. A reader that stops early (`| head`) is no error.
 pub async fn run_client_command(cli: &Cli, config: &Config) -> Result<(), CliError> {
     let text = client_command_output(cli, config).await?;
-    println!("{text}");
-    Ok(())
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Encode(e.to_string())),
+        _ => Ok(()),
+    }
 }
 
 /// Runs a client command like [`run_client_command`] and returns the text it would print.

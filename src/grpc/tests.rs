@@ -366,6 +366,9 @@ async fn the_cli_explains_an_unreachable_server() {
     let err = failure(&config, &["users", "list"]).await;
     assert!(matches!(&err, CliError::RemoteUnreachable { address, .. } if address == "http://127.0.0.1:1"), "{err:?}");
     assert!(matches!(failure(&config, &["serve"]).await, CliError::NotAClientCommand("serve")));
+    let bash = ok(&config, &["completion", "bash"]).await;
+    assert!(bash.contains("_headscale()") && bash.contains("preauthkeys"), "a bash completion script");
+    assert!(ok(&config, &["completion", "zsh"]).await.starts_with("#compdef headscale"));
     let key = ok(&config, &["generate", "private-key"]).await;
     assert!(key.starts_with("privkey:") && key.len() == "privkey:".len() + 64, "{key}");
     assert_eq!(json(&config, &["version"]).await["version"], crate::VERSION);
