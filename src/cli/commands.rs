@@ -18,8 +18,10 @@ use super::{
     PreAuthKeysCommand, UserSelector, UsersCommand,
 };
 use crate::config::Config;
+use crate::db::Db;
 use crate::duration::parse_duration;
 use crate::grpc::{pb, timestamp};
+use crate::state::State;
 use crate::tailcfg::PrivateKey;
 
 /// Runs a client command and returns the text to print.
@@ -44,6 +46,7 @@ pub(super) async fn execute(cli: &Cli, config: &Config) -> Result<String, CliErr
         Command::Nodes { command } => nodes(&mut connect(config).await?, cli, command).await?,
         Command::Auth { command } => auth(&mut connect(config).await?, command).await?,
         Command::Apikeys { command } => api_keys(&mut connect(config).await?, command).await?,
+        Command::Policy { command } if command.direct() => policy_direct(config, command).await?,
         Command::Policy { command } => policy(&mut connect(config).await?, command).await?,
         Command::Debug { command } => super::debug::execute(command)?,
     };
@@ -374,18 +377,45 @@ fn read_policy(path: &std::path::Path) -> Result<String, CliError> {
 
 async fn policy(client: &mut Client, command: &PolicyCommand) -> Result<Outcome, CliError> {
     match command {
-        PolicyCommand::Get => {
+        PolicyCommand::Get { .. } => {
             let resp = client.get_policy(pb::GetPolicyRequest {}).await.map_err(failed("get the policy"))?.into_inner();
             Ok(Outcome::new(PolicyView::from(&resp), resp.policy.clone()))
         }
-        PolicyCommand::Set { file } => {
+        PolicyCommand::Set { file, .. } => {
             let request = pb::SetPolicyRequest { policy: read_policy(file)? };
             client.set_policy(request).await.map_err(failed("set the policy"))?;
             Ok(Outcome::message("Policy updated."))
         }
-        PolicyCommand::Check { file } => {
+        PolicyCommand::Check { file, .. } => {
             let request = pb::CheckPolicyRequest { policy: read_policy(file)? };
             client.check_policy(request).await.map_err(failed("check the policy"))?;
+            Ok(Outcome::message("Policy is valid"))
+        }
+    }
+}
+
+/// `policy … --bypass-grpc-and-access-database-directly`: the same operations, on the
+/// configured database opened here, with the server running or not.
+async fn policy_direct(config: &Config, command: &PolicyCommand) -> Result<Outcome, CliError> {
+    let direct = |e: &dyn std::fmt::Display| CliError::Direct(e.to_string());
+    let database = config.database.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open_configured(&database))
+        .await
+        .map_err(|e| direct(&e))?
+        .map_err(|e| direct(&e))?;
+    let state = State::load(std::sync::Arc::new(config.clone()), db).await.map_err(|e| direct(&e))?;
+    match command {
+        PolicyCommand::Get { .. } => {
+            let (policy, at) = state.policy_text().await.map_err(|e| direct(&e))?;
+            let resp = pb::GetPolicyResponse { policy, updated_at: at.map(timestamp) };
+            Ok(Outcome::new(PolicyView::from(&resp), resp.policy.clone()))
+        }
+        PolicyCommand::Set { file, .. } => {
+            state.set_policy(&read_policy(file)?).await.map_err(|e| direct(&e))?;
+            Ok(Outcome::message("Policy updated."))
+        }
+        PolicyCommand::Check { file, .. } => {
+            state.check_policy(&read_policy(file)?).map_err(|e| direct(&e))?;
             Ok(Outcome::message("Policy is valid"))
         }
     }

@@ -66,6 +66,9 @@ pub enum CliError {
     /// The confirmation prompt could not be read.
     #[error("cannot read the answer: {0}")]
     Prompt(std::io::Error),
+    /// The database could not be opened or read directly.
+    #[error("{0}")]
+    Direct(String),
     /// The result could not be encoded in the chosen format.
     #[error("cannot write the output: {0}")]
     Encode(String),
@@ -388,20 +391,47 @@ pub enum ApiKeysCommand {
 pub enum PolicyCommand {
     /// Print the policy the server enforces.
     #[command(visible_aliases = ["show", "view", "fetch"])]
-    Get,
+    Get {
+        #[command(flatten)]
+        direct: Direct,
+    },
     /// Replace the policy with a file's (policy.mode must be database).
     #[command(visible_aliases = ["put", "update"])]
     Set {
         /// The HuJSON policy file.
         #[arg(short = 'f', long)]
         file: PathBuf,
+        #[command(flatten)]
+        direct: Direct,
     },
     /// Check a policy file against the server's users and nodes without applying it.
     Check {
         /// The HuJSON policy file.
         #[arg(short = 'f', long)]
         file: PathBuf,
+        #[command(flatten)]
+        direct: Direct,
     },
+}
+
+impl PolicyCommand {
+    /// Whether the command reads the database itself instead of asking the server.
+    pub fn direct(&self) -> bool {
+        match self {
+            PolicyCommand::Get { direct } | PolicyCommand::Set { direct, .. } | PolicyCommand::Check { direct, .. } => {
+                direct.bypass_grpc_and_access_database_directly
+            }
+        }
+    }
+}
+
+/// `--bypass-grpc-and-access-database-directly`, as Headscale v0.29 spells it.
+#[derive(Debug, clap::Args)]
+pub struct Direct {
+    /// Open the configured database directly instead of asking the server (works while it is
+    /// stopped; a policy set this way reaches a running server at its next start).
+    #[arg(long)]
+    pub bypass_grpc_and_access_database_directly: bool,
 }
 
 /// `auth …`
