@@ -153,6 +153,9 @@ fn reject_unsupported(config: &Config) -> Result<(), AppError> {
     Ok(())
 }
 
+/// How long the listeners and jobs get to finish once asked to stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// A running server: its bound addresses and a handle to stop it.
 pub struct Running {
     pub state: Arc<State>,
@@ -179,12 +182,17 @@ impl Running {
         }
     }
 
-    /// Stops every listener and job and waits for them.
+    /// Stops every listener and job: each is asked to stop and given until [`STOP_GRACE`] to
+    /// finish (the local socket removes its file, gRPC answers the calls in flight), then
+    /// stopped outright.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            t.abort();
-            let _ = t.await;
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+                let _ = t.await;
+            }
         }
         self.state.flush_reported().await;
     }
