@@ -2,8 +2,7 @@
 //! the socket's path as `:authority`, which the server accepts (see `grpc/authority.rs`). The
 //! calls are made without generated code, with protobuf messages written by hand.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 mod support;
 
@@ -24,23 +23,10 @@ fn python_grpcio_uses_the_local_socket() {
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
     let config = support::write_config(dir.path(), port, "");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_headscale"))
-        .arg("-c")
-        .arg(&config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !support::healthy(port) {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let server = support::Serving::start(&config, port);
     let socket = dir.path().join("headscale.sock");
     let out = Command::new("python3").arg("-c").arg(CLIENT).arg(&socket).output();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let out = out.expect("python3 runs (the tests need Python 3 with grpcio: pip install grpcio)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("No module named 'grpc'"), "the tests need Python's grpcio: pip install grpcio");

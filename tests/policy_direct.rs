@@ -3,8 +3,7 @@
 //! offers them; what is set this way is what the server enforces when it starts.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 mod support;
 
@@ -33,21 +32,8 @@ fn the_policy_is_set_read_and_checked_with_the_server_stopped() {
     assert!(String::from_utf8_lossy(&check.stderr).contains("group:nobody"), "{check:?}");
 
     // The server starts with the policy set while it was stopped.
-    let mut server = Command::new(env!("CARGO_BIN_EXE_headscale"))
-        .arg("-c")
-        .arg(&config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !support::healthy(port) {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let server = support::Serving::start(&config, port);
     let served = headscale(&config, &["policy", "get"]);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(String::from_utf8_lossy(&served.stdout).contains("*:443"), "{served:?}");
 }

@@ -5,7 +5,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A free loopback port (free when asked; the caller binds it soon after).
 pub fn free_port() -> u16 {
@@ -39,4 +40,57 @@ pub fn healthy(port: u16) -> bool {
     tcp.write_all(request.as_bytes()).is_ok()
         && tcp.read_to_string(&mut answer).is_ok()
         && answer.starts_with("HTTP/1.1 200")
+}
+
+/// A running `headscale serve`, killed when dropped (a test that ends early leaves nothing).
+pub struct Serving {
+    child: Child,
+    pub port: u16,
+}
+
+impl Serving {
+    /// Starts `headscale -c CONFIG serve` and waits until `/health` on `port` answers.
+    pub fn start(config: &Path, port: u16) -> Serving {
+        let child = Command::new(env!("CARGO_BIN_EXE_headscale"))
+            .arg("-c")
+            .arg(config)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut server = Serving { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !healthy(port) {
+            assert!(server.child.try_wait().unwrap().is_none(), "the server exited at start");
+            assert!(Instant::now() < deadline, "the server did not become healthy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sends a signal to a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, signal) }, 0);
+    }
+
+    /// Waits for the process to end; its exit code.
+    pub fn exit_code(mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
