@@ -27,6 +27,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::client::Client;
@@ -57,11 +58,17 @@ pub struct GoSpec {
 /// How long the client may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One Caddy process and the task that reads its log into the shared [`Observed`].
+struct Process {
+    child: Child,
+    follower: JoinHandle<()>,
+}
+
 /// A running official client; see the module documentation.
 pub struct GoNode {
     spec: Mutex<GoSpec>,
     program: PathBuf,
-    process: tokio::sync::Mutex<Option<Child>>,
+    process: tokio::sync::Mutex<Option<Process>>,
     observed: Arc<Mutex<Observed>>,
     tripwire: SocketAddr,
     /// The loopback listener of the current process that dials through the tailnet.
@@ -94,7 +101,7 @@ impl GoNode {
     }
 
     /// Starts a Caddy process for the current spec, with a fresh map.
-    async fn spawn(&self) -> Result<Child> {
+    async fn spawn(&self) -> Result<Process> {
         let spec = self.spec();
         let dial = free_loopback_port().await?;
         *self.dial.lock().expect("dial lock") = dial;
@@ -136,32 +143,36 @@ impl GoNode {
         self.observed.lock().expect("observed lock").reset();
         let observed = self.observed.clone();
         let pid = child.id();
-        tokio::spawn(async move {
+        let follower = tokio::spawn(async move {
             observe::follow(log, sink, observed.clone()).await;
             let mut o = observed.lock().expect("observed lock");
             if o.exited.is_none() {
                 o.exited = Some(format!("the client process {pid:?} closed its log (it exited)"));
             }
         });
-        Ok(child)
+        Ok(Process { child, follower })
     }
 
-    /// Stops the process: SIGTERM, then SIGKILL after [`STOP_TIMEOUT`].
-    async fn stop_process(child: &mut Child) {
-        if let Some(pid) = child.id() {
+    /// Stops the process (SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]) and waits until its
+    /// log has been read to the end, so that nothing of it reaches the next process's state.
+    async fn stop_process(mut process: Process) {
+        if let Some(pid) = process.child.id() {
             // SAFETY: sends a signal to a child this node started and has not reaped.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         }
-        if timeout(STOP_TIMEOUT, child.wait()).await.is_err() {
-            let _ = child.kill().await;
+        if timeout(STOP_TIMEOUT, process.child.wait()).await.is_err() {
+            let _ = process.child.kill().await;
+        }
+        if timeout(STOP_TIMEOUT, &mut process.follower).await.is_err() {
+            process.follower.abort();
         }
     }
 
     /// Stops the client and starts it again with the same keys (and the current spec).
     async fn restart(&self) -> Result<()> {
         let mut process = self.process.lock().await;
-        if let Some(mut old) = process.take() {
-            Self::stop_process(&mut old).await;
+        if let Some(old) = process.take() {
+            Self::stop_process(old).await;
         }
         self.restarts.fetch_add(1, Ordering::Relaxed);
         *process = Some(self.spawn().await?);
@@ -254,8 +265,8 @@ impl Client for GoNode {
     }
 
     async fn shutdown(&self) {
-        if let Some(mut child) = self.process.lock().await.take() {
-            Self::stop_process(&mut child).await;
+        if let Some(process) = self.process.lock().await.take() {
+            Self::stop_process(process).await;
         }
     }
 }
