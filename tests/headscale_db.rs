@@ -1,13 +1,17 @@
 //! Taking over Headscale's own databases (`testdata/compat/headscale-db/`, real databases of
 //! several releases): each converts in place with its rows compared one by one, is copied
 //! beside itself first, is not converted twice, and a newer or older Headscale database is
-//! refused with nothing changed.
+//! refused with nothing changed; its bcrypt-hashed keys are rehashed on their first use.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::Datelike;
+use headscale::config::Config;
 use headscale::db::{Db, DbError};
+use headscale::model::KeyHash;
+use headscale::state::{RegisterError, RegisterOutcome, State};
+use headscale::tailcfg::{Hostinfo, MachineKey, NodeKey, RegisterAuth, RegisterRequest};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/compat/headscale-db");
 
@@ -166,6 +170,12 @@ fn legacy_and_bcrypt_keys_keep_working_after_the_takeover() {
         [],
     )
     .unwrap();
+    conn.execute(
+        "INSERT INTO api_keys (id, prefix, hash, created_at, expiration)
+         VALUES (90, 'apiprefix123', ?1, '2024-01-01 00:00:00+00:00', '2999-01-01 00:00:00+00:00')",
+        [hash.as_bytes()],
+    )
+    .unwrap();
     drop(conn);
     let db = Db::open(&path, true, 1000).unwrap();
     let keys = db.pre_auth_keys().unwrap();
@@ -176,6 +186,41 @@ fn legacy_and_bcrypt_keys_keep_working_after_the_takeover() {
     assert_eq!(legacy.prefix, "legacy-91");
     assert!(legacy.hash.verify("0123456789abcdef0123456789abcdef") && !legacy.hash.verify("0123"));
     assert!(keys.iter().all(|k| k.id != 1), "a key row with neither hash nor plain key cannot be used");
+
+    // The first use of a Headscale key pays its bcrypt check once: the SHA-256 of its secret
+    // replaces the bcrypt hash, and the key keeps working.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = std::sync::Arc::new(Config::embedded(dir.path()));
+        let state = State::load(config, Db::open(&path, true, 1000).unwrap()).await.unwrap();
+        let auth_key = format!("hskey-auth-abcdefghijkl-{secret}");
+        for machine in [1u8, 2] {
+            let outcome = state.register(MachineKey([machine; 32]), join(machine, &auth_key)).await.unwrap();
+            assert!(matches!(outcome, RegisterOutcome::Authorized(_)), "{outcome:?}");
+        }
+        let refused = state.register(MachineKey([3; 32]), join(3, "hskey-auth-abcdefghijkl-wrong")).await;
+        assert!(matches!(refused, Err(RegisterError::InvalidKey)), "{refused:?}");
+        let api_key = format!("hskey-api-apiprefix123-{secret}");
+        state.authenticate_api_key(&api_key).await.unwrap();
+        state.authenticate_api_key(&api_key).await.unwrap();
+        assert!(state.authenticate_api_key("hskey-api-apiprefix123-wrong").await.is_err());
+    });
+    let db = Db::open(&path, true, 1000).unwrap();
+    let rehashed = db.pre_auth_keys().unwrap().into_iter().find(|k| k.id == 90).unwrap().hash;
+    assert_eq!(rehashed, KeyHash::of(&secret), "the pre-auth key is stored as a SHA-256 after its first use");
+    let api = db.api_key(90).unwrap().unwrap().hash;
+    assert_eq!(api, KeyHash::of(&secret), "the API key is stored as a SHA-256 after its first use");
+}
+
+/// A registration request from node `n` with `key`.
+fn join(n: u8, key: &str) -> RegisterRequest {
+    RegisterRequest {
+        version: 130,
+        node_key: NodeKey([n; 32]),
+        auth: Some(RegisterAuth { auth_key: key.to_string() }),
+        hostinfo: Some(Hostinfo { hostname: format!("host-{n}"), ..Default::default() }),
+        ..Default::default()
+    }
 }
 
 #[test]

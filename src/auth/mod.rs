@@ -1,8 +1,11 @@
 //! Credentials: pre-auth keys and API keys (generated, parsed and checked against their stored
-//! hash) and the interactive registrations waiting for an admin.
+//! hash, slow Headscale hashes off the async threads) and the interactive registrations waiting for an admin.
 
+mod check;
 mod pending;
 mod secret;
+
+pub use check::matches;
 
 pub use pending::{AuthId, PendingRegistration, PendingRegistrations, Verdict};
 pub use secret::{

@@ -83,6 +83,13 @@ impl Db {
         Ok(())
     }
 
+    /// Replaces a key's stored hash (a Headscale bcrypt hash by a SHA-256 after its first use),
+    /// only if it is still `old`: returns false when the key changed or went meanwhile.
+    pub fn rehash_api_key(&self, id: u64, old: &KeyHash, new: &KeyHash) -> Result<bool, DbError> {
+        let sql = "UPDATE api_keys SET hash = $1 WHERE id = $2 AND hash = $3";
+        Ok(self.with(|c| c.execute(sql, args![new.to_bytes(), id, old.to_bytes()]))? == 1)
+    }
+
     /// Records when a key was last used.
     pub fn set_api_key_last_seen(&self, id: u64, at: DateTime<Utc>) -> Result<(), DbError> {
         self.with(|c| c.execute("UPDATE api_keys SET last_seen = $1 WHERE id = $2", args![at, id]))?;

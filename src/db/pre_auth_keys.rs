@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::sql::{args, json, Conn, Row};
 use super::{Db, DbError};
-use crate::model::PreAuthKey;
+use crate::model::{KeyHash, PreAuthKey};
 
 const COLUMNS: &str = "id, prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at";
 
@@ -77,6 +77,13 @@ impl Db {
     /// Marks a key used, only if it was not: returns false when someone else used it first.
     pub fn mark_pre_auth_key_used(&self, id: u64) -> Result<bool, DbError> {
         self.with(|c| consume(c, id))
+    }
+
+    /// Replaces a key's stored hash (a Headscale bcrypt hash by a SHA-256 after its first use),
+    /// only if it is still `old`: returns false when the key changed or went meanwhile.
+    pub fn rehash_pre_auth_key(&self, id: u64, old: &KeyHash, new: &KeyHash) -> Result<bool, DbError> {
+        let sql = "UPDATE pre_auth_keys SET hash = $1 WHERE id = $2 AND hash = $3";
+        Ok(self.with(|c| c.execute(sql, args![new.to_bytes(), id, old.to_bytes()]))? == 1)
     }
 
     /// Sets a key's expiration.

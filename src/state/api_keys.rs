@@ -1,5 +1,6 @@
 //! API keys: create (the full key is returned once), list, expire, delete, and the check of a
-//! presented key for the remote admin API. Keys are not part of the snapshot: they are read
+//! presented key for the remote admin API (a Headscale bcrypt hash is replaced by the secret's
+//! SHA-256 on its first successful use). Keys are not part of the snapshot: they are read
 //! from the database when used, and their last-seen time is written at most once per
 //! [`LAST_SEEN_RESOLUTION`] per key, so a busy client does not turn every request into a write.
 
@@ -8,6 +9,7 @@ use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use super::State;
 use crate::auth::{api_key_prefix, generate_api_key, split_api_key};
 use crate::db::{ApiKey, DbError};
+use crate::model::KeyHash;
 
 /// How stale a key's recorded last use may get before a request records it again.
 pub const LAST_SEEN_RESOLUTION: TimeDelta = TimeDelta::seconds(60);
@@ -123,12 +125,18 @@ impl State {
             .run(move |db| db.api_key_by_prefix(&lookup))
             .await?
             .ok_or_else(|| ApiKeyError::Unknown(prefix.to_string()))?;
-        if !key.hash.verify(secret) {
+        if !crate::auth::matches(&key.hash, secret).await {
             return Err(ApiKeyError::WrongSecret(key.prefix));
         }
         let now = now();
         if key.expiration <= now {
             return Err(ApiKeyError::Expired(key.prefix, key.expiration));
+        }
+        if key.hash.is_bcrypt() {
+            // A Headscale key pays the slow check once: its secret's SHA-256 replaces the bcrypt.
+            let _w = self.writer.lock().await;
+            let (id, old, new) = (key.id, key.hash.clone(), KeyHash::of(secret));
+            self.db.run(move |db| db.rehash_api_key(id, &old, &new)).await?;
         }
         if key.last_seen.is_none_or(|seen| now - seen >= LAST_SEEN_RESOLUTION) {
             let _w = self.writer.lock().await;

@@ -10,7 +10,7 @@ use chrono::Utc;
 
 use super::{Change, NodeEntry, State, StateError};
 use crate::auth::{is_legacy_pre_auth_key, split_pre_auth_key, Verdict, LEGACY_KEY_PREFIX};
-use crate::model::{Node, PreAuthKey, RegisterMethod, UserId};
+use crate::model::{KeyHash, Node, PreAuthKey, RegisterMethod, UserId};
 use crate::names::{sanitize_hostname, unique_name};
 use crate::policy::PolicyUser;
 use crate::tailcfg::{MachineKey, RegisterRequest};
@@ -102,8 +102,11 @@ impl State {
 
         match req.auth.as_ref().map(|a| a.auth_key.as_str()).filter(|k| !k.is_empty()) {
             Some(auth_key) => {
+                let opened = self.open_pre_auth_key(auth_key).await?;
                 let mut w = self.writer.lock().await;
-                let key = validate_key(&w.keys, auth_key, now)?;
+                // The key as it is now: it may have been used, expired or deleted meanwhile.
+                let key = w.keys.iter().find(|k| k.id == opened.id).cloned().ok_or(RegisterError::InvalidKey)?;
+                check_usable(&key, now)?;
                 let (user_id, tags) = self.key_owner(&key, &req)?;
                 let grant = Grant {
                     user_id,
@@ -125,6 +128,45 @@ impl State {
                 Ok(RegisterOutcome::NeedsAuth(self.auth_url(&id)))
             }
         }
+    }
+
+    /// The stored key an auth-key string opens. The candidates are copied under the writer lock
+    /// and the secret is checked after it is released (a Headscale bcrypt hash is slow); a
+    /// bcrypt hash that matched is then replaced by the secret's SHA-256.
+    async fn open_pre_auth_key(&self, auth_key: &str) -> Result<PreAuthKey, RegisterError> {
+        let (candidates, secret): (Vec<PreAuthKey>, &str) = {
+            let w = self.writer.lock().await;
+            match split_pre_auth_key(auth_key) {
+                Some((prefix, secret)) => (w.keys.iter().filter(|k| k.prefix == prefix).cloned().collect(), secret),
+                // A plain-text key of an older Headscale, kept from a database taken over.
+                None if is_legacy_pre_auth_key(auth_key) => {
+                    (w.keys.iter().filter(|k| k.prefix.starts_with(LEGACY_KEY_PREFIX)).cloned().collect(), auth_key)
+                }
+                None => return Err(RegisterError::InvalidKey),
+            }
+        };
+        for key in candidates {
+            if crate::auth::matches(&key.hash, secret).await {
+                if key.hash.is_bcrypt() {
+                    self.rehash_pre_auth_key(&key, secret).await?;
+                }
+                return Ok(key);
+            }
+        }
+        Err(RegisterError::InvalidKey)
+    }
+
+    /// Stores the SHA-256 of a key's secret in place of its bcrypt hash.
+    async fn rehash_pre_auth_key(&self, key: &PreAuthKey, secret: &str) -> Result<(), StateError> {
+        let new = KeyHash::of(secret);
+        let mut w = self.writer.lock().await;
+        let (id, old, stored) = (key.id, key.hash.clone(), new.clone());
+        if self.db.run(move |db| db.rehash_pre_auth_key(id, &old, &stored)).await? {
+            if let Some(k) = w.keys.iter_mut().find(|k| k.id == id) {
+                k.hash = new;
+            }
+        }
+        Ok(())
     }
 
     fn auth_url(&self, id: &str) -> String {
@@ -346,22 +388,13 @@ fn requested_tags(req: &RegisterRequest) -> Vec<String> {
     tags
 }
 
-/// Finds the stored key for an auth-key string and checks that it may still be used.
-fn validate_key(keys: &[PreAuthKey], auth_key: &str, now: chrono::DateTime<Utc>) -> Result<PreAuthKey, RegisterError> {
-    let key = match split_pre_auth_key(auth_key) {
-        Some((prefix, secret)) => keys.iter().find(|k| k.prefix == prefix && k.hash.verify(secret)),
-        // A plain-text key of an older Headscale, kept from a database taken over.
-        None if is_legacy_pre_auth_key(auth_key) => {
-            keys.iter().find(|k| k.prefix.starts_with(LEGACY_KEY_PREFIX) && k.hash.verify(auth_key))
-        }
-        None => None,
-    }
-    .ok_or(RegisterError::InvalidKey)?;
+/// Whether a key may still register a node.
+fn check_usable(key: &PreAuthKey, now: chrono::DateTime<Utc>) -> Result<(), RegisterError> {
     if key.is_expired(now) {
         return Err(RegisterError::ExpiredKey);
     }
     if key.used && !key.reusable {
         return Err(RegisterError::UsedKey);
     }
-    Ok(key.clone())
+    Ok(())
 }
