@@ -30,6 +30,7 @@ pub mod state;
 pub mod tailcfg;
 pub mod testing;
 pub mod tls;
+pub mod version;
 pub mod x25519;
 
 /// This build's version.

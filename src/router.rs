@@ -58,7 +58,7 @@ impl Router {
             ("POST", "/ts2021") => crate::control::upgrade(self.control.clone(), req).await,
             ("GET", "/ts2021") => text(StatusCode::NOT_IMPLEMENTED, "ts2021 over WebSocket is not supported"),
             ("GET", "/health") => health(state.database_ok().await),
-            ("GET", "/version") => json(StatusCode::OK, &serde_json::json!({ "version": crate::VERSION })),
+            ("GET", "/version") => json(StatusCode::OK, &crate::version::VersionInfo::current()),
             ("GET", "/robots.txt") => text(StatusCode::OK, "User-agent: *\nDisallow: /"),
             ("GET", p) if p.starts_with("/register/") => register_page(&p["/register/".len()..]),
             ("POST", "/verify") => self.verify(req).await,

@@ -174,7 +174,7 @@ impl TestServer {
     /// Creates a user with `headscale users create` and returns its id.
     pub async fn create_user(&self, name: &str) -> Result<u64> {
         let out: serde_json::Value = serde_json::from_str(&self.cli(&["users", "create", name, "-o", "json"]).await?)?;
-        out["id"].as_str().context("user id in CLI output")?.parse().context("numeric user id")
+        out["id"].as_u64().context("user id in CLI output")
     }
 
     /// Creates a pre-auth key with `headscale preauthkeys create` and returns its full text.

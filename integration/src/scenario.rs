@@ -214,22 +214,22 @@ pub fn skip_if_unsupported_result(result: Result<Verdict>) -> Result<Verdict> {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthKey {
     /// The key's id (for `preauthkeys expire`).
-    #[serde(deserialize_with = "id_text")]
     pub id: u64,
     /// The full key, as clients use it.
     pub key: String,
 }
 
-/// A node as `headscale nodes list -o json` prints it.
+/// A node as `headscale nodes list -o json` prints it (Headscale's shape: proto field names,
+/// empty fields left out, times as `{"seconds", "nanos"}`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ServerNode {
     /// The node id (for `nodes expire`, `nodes delete`).
-    #[serde(deserialize_with = "id_text")]
     pub id: u64,
     /// The hostname the node reported.
+    #[serde(default)]
     pub name: String,
     /// Its DNS label in the tailnet.
+    #[serde(default)]
     pub given_name: String,
     /// Its tailnet addresses.
     #[serde(default)]
@@ -240,6 +240,7 @@ pub struct ServerNode {
     /// Its owner; tagged nodes have none.
     pub user: Option<ServerUser>,
     /// When its key expires.
+    #[serde(default, deserialize_with = "go_time")]
     pub expiry: Option<chrono::DateTime<chrono::Utc>>,
     /// Its tags.
     #[serde(default)]
@@ -260,14 +261,20 @@ pub struct ServerUser {
     pub name: String,
 }
 
-/// The CLI prints 64-bit ids as JSON strings.
-fn id_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let v = Value::deserialize(d)?;
-    match &v {
-        Value::String(s) => s.parse().map_err(serde::de::Error::custom),
-        Value::Number(n) => n.as_u64().ok_or_else(|| serde::de::Error::custom("negative id")),
-        _ => Err(serde::de::Error::custom(format!("expected an id, got {v}"))),
+/// A time as the CLI prints it: a protobuf `Timestamp` in Go's JSON (`{"seconds", "nanos"}`,
+/// zero parts left out).
+fn go_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<chrono::DateTime<chrono::Utc>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Timestamp {
+        #[serde(default)]
+        seconds: i64,
+        #[serde(default)]
+        nanos: u32,
     }
+    let Some(t) = Option::<Timestamp>::deserialize(d)? else { return Ok(None) };
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("time out of range: {} s", t.seconds)))
 }
 
 /// Options of `preauthkeys create`.
@@ -352,11 +359,15 @@ impl Tailnet {
             .with_context(|| format!("reading the output of `headscale {}`: {out}", args.join(" ")))
     }
 
+    /// Runs a listing command with `-o json`; an empty list prints as `null`, as Headscale's does.
+    pub async fn cli_list<T: DeserializeOwned>(&self, args: &[&str]) -> Result<Vec<T>> {
+        Ok(self.cli_json::<Option<Vec<T>>>(args).await?.unwrap_or_default())
+    }
+
     /// Creates a user with `headscale users create` and returns its id.
     pub async fn user(&self, name: &str) -> Result<u64> {
         #[derive(Deserialize)]
         struct Created {
-            #[serde(deserialize_with = "id_text")]
             id: u64,
         }
         Ok(self.cli_json::<Created>(&["users", "create", name]).await?.id)
@@ -380,7 +391,7 @@ impl Tailnet {
 
     /// The nodes the server knows (`headscale nodes list`).
     pub async fn nodes(&self) -> Result<Vec<ServerNode>> {
-        self.cli_json(&["nodes", "list"]).await
+        self.cli_list(&["nodes", "list"]).await
     }
 
     /// The server's record of the node named `name`.

@@ -5,14 +5,11 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tonic::Status;
 
 use super::client::{connect, Client};
-use super::output::{
-    api_keys_table, nodes_table, pre_auth_keys_table, routes_table, users_table, ApiKeyView, NodeView, Outcome,
-    PolicyView, PreAuthKeyView, UserView,
-};
+use super::go_shape::{Go, ToGo};
+use super::output::{api_keys_table, nodes_table, pre_auth_keys_table, routes_table, users_table, Outcome};
 use super::{
     ApiKeySelector, ApiKeysCommand, AuthCommand, Cli, CliError, Command, GenerateCommand, NodesCommand, PolicyCommand,
     PreAuthKeysCommand, UserSelector, UsersCommand,
@@ -23,13 +20,17 @@ use crate::duration::parse_duration;
 use crate::grpc::{pb, timestamp};
 use crate::state::State;
 use crate::tailcfg::PrivateKey;
+use crate::version::VersionInfo;
 
 /// Runs a client command and returns the text to print.
 pub(super) async fn execute(cli: &Cli, config: &Config) -> Result<String, CliError> {
     let outcome = match &cli.command {
         Command::Serve => return Err(CliError::NotAClientCommand("serve")),
         Command::Configtest => return Err(CliError::NotAClientCommand("configtest")),
-        Command::Version => Outcome::new(json!({ "version": crate::VERSION }), crate::VERSION),
+        Command::Version => {
+            let info = VersionInfo::current();
+            Outcome::new(info.to_go(), info.to_string())
+        }
         // The script itself, whatever the output format: a shell sources it.
         Command::Completion { shell } => {
             let mut script = Vec::new();
@@ -38,7 +39,7 @@ pub(super) async fn execute(cli: &Cli, config: &Config) -> Result<String, CliErr
         }
         Command::Generate { command: GenerateCommand::PrivateKey } => {
             let key = PrivateKey::generate().to_string();
-            Outcome::new(json!({ "private_key": key }), key)
+            Outcome::new(Go::result("private_key", &key), key)
         }
         Command::Health => health(&mut connect(config).await?).await?,
         Command::Users { command } => users(&mut connect(config).await?, cli, command).await?,
@@ -48,7 +49,7 @@ pub(super) async fn execute(cli: &Cli, config: &Config) -> Result<String, CliErr
         Command::Apikeys { command } => api_keys(&mut connect(config).await?, command).await?,
         Command::Policy { command } if command.direct() => policy_direct(config, command).await?,
         Command::Policy { command } => policy(&mut connect(config).await?, command).await?,
-        Command::Debug { command } => super::debug::execute(command)?,
+        Command::Debug { command } => super::debug::execute(command, config).await?,
     };
     outcome.render(cli.output)
 }
@@ -83,7 +84,7 @@ async fn health(client: &mut Client) -> Result<Outcome, CliError> {
     if !resp.database_connectivity {
         return Err(CliError::Unhealthy);
     }
-    Ok(Outcome::new(json!({ "databaseConnectivity": true }), "The server is healthy"))
+    Ok(Outcome::new(Go::message(vec![("database_connectivity", Go::Bool(true))]), "The server is healthy"))
 }
 
 /// The one user matching a selector.
@@ -109,7 +110,7 @@ async fn users(client: &mut Client, cli: &Cli, command: &UsersCommand) -> Result
                 picture_url: picture_url.clone().unwrap_or_default(),
             };
             let user = client.create_user(request).await.map_err(failed("create the user"))?.into_inner().user;
-            Ok(Outcome::new(user.as_ref().map(UserView::from), "User created"))
+            Ok(Outcome::new(Go::optional(user.as_ref()), "User created"))
         }
         UsersCommand::List { identifier, name, email } => {
             let request = pb::ListUsersRequest {
@@ -118,21 +119,20 @@ async fn users(client: &mut Client, cli: &Cli, command: &UsersCommand) -> Result
                 email: email.clone().unwrap_or_default(),
             };
             let users = client.list_users(request).await.map_err(failed("list users"))?.into_inner().users;
-            let views: Vec<UserView> = users.iter().map(UserView::from).collect();
-            Ok(Outcome::new(views, users_table(&users)))
+            Ok(Outcome::new(Go::list(&users), users_table(&users)))
         }
         UsersCommand::Rename { user, new_name } => {
             let old = find_user(client, user).await?;
             let request = pb::RenameUserRequest { old_id: old.id, new_name: new_name.clone() };
             let user = client.rename_user(request).await.map_err(failed("rename the user"))?.into_inner().user;
-            Ok(Outcome::new(user.as_ref().map(UserView::from), "User renamed"))
+            Ok(Outcome::new(Go::optional(user.as_ref()), "User renamed"))
         }
         UsersCommand::Destroy { user } => {
             let user = find_user(client, user).await?;
             let question =
                 format!("Do you want to remove the user {:?} ({}) and any associated preauthkeys?", user.name, user.id);
             if !confirm(cli, "destroying a user", question).await? {
-                return Ok(Outcome::new(json!({ "result": "User not destroyed" }), "User not destroyed"));
+                return Ok(Outcome::new(Go::result("Result", "User not destroyed"), "User not destroyed"));
             }
             client.delete_user(pb::DeleteUserRequest { id: user.id }).await.map_err(failed("destroy the user"))?;
             Ok(Outcome::message("User destroyed"))
@@ -149,8 +149,7 @@ async fn pre_auth_keys(client: &mut Client, command: &PreAuthKeysCommand) -> Res
                 .map_err(failed("list pre-auth keys"))?
                 .into_inner()
                 .pre_auth_keys;
-            let views: Vec<PreAuthKeyView> = keys.iter().map(PreAuthKeyView::from).collect();
-            Ok(Outcome::new(views, pre_auth_keys_table(&keys)))
+            Ok(Outcome::new(Go::list(&keys), pre_auth_keys_table(&keys)))
         }
         PreAuthKeysCommand::Create { reusable, ephemeral, expiration, tags, user } => {
             let expires = expires_in(expiration)?;
@@ -177,7 +176,7 @@ async fn pre_auth_keys(client: &mut Client, command: &PreAuthKeysCommand) -> Res
                 .into_inner()
                 .pre_auth_key;
             let full = key.as_ref().map(|k| k.key.clone()).unwrap_or_default();
-            Ok(Outcome::new(key.as_ref().map(PreAuthKeyView::from), full))
+            Ok(Outcome::new(Go::optional(key.as_ref()), full))
         }
         PreAuthKeysCommand::Expire { id } => {
             client
@@ -210,7 +209,7 @@ async fn register(client: &mut Client, auth_id: &str, user: &str) -> Result<Outc
     let request = pb::AuthRegisterRequest { user: user.to_string(), auth_id: auth_id.to_string() };
     let node = client.auth_register(request).await.map_err(failed("register the node"))?.into_inner().node;
     let name = node.as_ref().map(|n| n.given_name.clone()).unwrap_or_default();
-    Ok(Outcome::new(node.as_ref().map(NodeView::from), format!("Node {name} registered")))
+    Ok(Outcome::new(Go::optional(node.as_ref()), format!("Node {name} registered")))
 }
 
 fn parse_expiry(text: &str) -> Result<DateTime<Utc>, CliError> {
@@ -224,24 +223,27 @@ async fn nodes(client: &mut Client, cli: &Cli, command: &NodesCommand) -> Result
         NodesCommand::List { user } => {
             let request = pb::ListNodesRequest { user: user.clone().unwrap_or_default() };
             let nodes = client.list_nodes(request).await.map_err(failed("list nodes"))?.into_inner().nodes;
-            let views: Vec<NodeView> = nodes.iter().map(NodeView::from).collect();
-            Ok(Outcome::new(views, nodes_table(&nodes, Utc::now())))
+            Ok(Outcome::new(Go::list(&nodes), nodes_table(&nodes, Utc::now())))
         }
         NodesCommand::Register { user, key } => {
             eprintln!("`nodes register` is deprecated: use `headscale auth register --auth-id <id> --user <user>`");
             register(client, key, user).await
         }
         NodesCommand::Expire { identifier, expiry, disable } => {
+            let message = match (disable, expiry) {
+                (true, _) => "Node expiry disabled",
+                (false, Some(_)) => "Node expiration updated",
+                (false, None) => "Node expired",
+            };
             let expiry = expiry.as_deref().map(parse_expiry).transpose()?.map(timestamp);
             let request = pb::ExpireNodeRequest { node_id: *identifier, expiry, disable_expiry: *disable };
             let node = client.expire_node(request).await.map_err(failed("expire the node"))?.into_inner().node;
-            let message = if *disable { "Node expiry disabled" } else { "Node expired" };
-            Ok(Outcome::new(node.as_ref().map(NodeView::from), message))
+            Ok(Outcome::new(Go::optional(node.as_ref()), message))
         }
         NodesCommand::Rename { identifier, new_name } => {
             let request = pb::RenameNodeRequest { node_id: *identifier, new_name: new_name.clone() };
             let node = client.rename_node(request).await.map_err(failed("rename the node"))?.into_inner().node;
-            Ok(Outcome::new(node.as_ref().map(NodeView::from), "Node renamed"))
+            Ok(Outcome::new(Go::optional(node.as_ref()), "Node renamed"))
         }
         NodesCommand::Delete { identifier } => {
             let node = client
@@ -253,22 +255,22 @@ async fn nodes(client: &mut Client, cli: &Cli, command: &NodesCommand) -> Result
                 .ok_or_else(|| CliError::NotFound(format!("node {identifier}")))?;
             let question = format!("Do you want to remove the node {}?", node.given_name);
             if !confirm(cli, "deleting a node", question).await? {
-                return Ok(Outcome::new(json!({ "result": "Node not deleted" }), "Node not deleted"));
+                return Ok(Outcome::new(Go::result("Result", "Node not deleted"), "Node not deleted"));
             }
             client.delete_node(pb::DeleteNodeRequest { node_id: node.id }).await.map_err(failed("delete the node"))?;
-            Ok(Outcome::message("Node deleted"))
+            Ok(Outcome::new(Go::result("Result", "Node deleted"), "Node deleted"))
         }
         NodesCommand::Tag { identifier, tags } => {
             let request = pb::SetTagsRequest { node_id: *identifier, tags: tags.clone() };
             let node = client.set_tags(request).await.map_err(failed("set the tags"))?.into_inner().node;
-            Ok(Outcome::new(node.as_ref().map(NodeView::from), "Node updated"))
+            Ok(Outcome::new(Go::optional(node.as_ref()), "Node updated"))
         }
         NodesCommand::ApproveRoutes { identifier, routes } => {
             let routes = routes.iter().filter(|r| !r.is_empty()).cloned().collect();
             let request = pb::SetApprovedRoutesRequest { node_id: *identifier, routes };
             let node =
                 client.set_approved_routes(request).await.map_err(failed("approve the routes"))?.into_inner().node;
-            Ok(Outcome::new(node.as_ref().map(NodeView::from), "Node updated"))
+            Ok(Outcome::new(Go::optional(node.as_ref()), "Node updated"))
         }
         NodesCommand::ListRoutes { identifier } => {
             let nodes = match identifier {
@@ -296,19 +298,18 @@ async fn nodes(client: &mut Client, cli: &Cli, command: &NodesCommand) -> Result
                         .collect::<Vec<_>>()
                 }
             };
-            let views: Vec<NodeView> = nodes.iter().map(NodeView::from).collect();
-            Ok(Outcome::new(views, routes_table(&nodes)))
+            Ok(Outcome::new(Go::built_list(&nodes), routes_table(&nodes)))
         }
         NodesCommand::Backfillips => {
             let question = "Are you sure that you want to assign/remove IPs to/from nodes?".to_string();
             if !confirm(cli, "backfilling addresses", question).await? {
-                return Ok(Outcome::new(json!({ "result": "Nothing changed" }), "Nothing changed"));
+                return Ok(Outcome::new(Go::result("Result", "Nothing changed"), "Nothing changed"));
             }
             let request = pb::BackfillNodeIPsRequest { confirmed: true };
             let changes =
                 client.backfill_node_i_ps(request).await.map_err(failed("backfill addresses"))?.into_inner().changes;
             let text = if changes.is_empty() { "No changes".to_string() } else { changes.join("\n") };
-            Ok(Outcome::new(json!({ "changes": changes }), text))
+            Ok(Outcome::new(Go::message(vec![("changes", Go::strings(&changes))]), text))
         }
     }
 }
@@ -343,13 +344,12 @@ async fn api_keys(client: &mut Client, command: &ApiKeysCommand) -> Result<Outco
                 .map_err(failed("list API keys"))?
                 .into_inner()
                 .api_keys;
-            let views: Vec<ApiKeyView> = keys.iter().map(ApiKeyView::from).collect();
-            Ok(Outcome::new(views, api_keys_table(&keys)))
+            Ok(Outcome::new(Go::list(&keys), api_keys_table(&keys)))
         }
         ApiKeysCommand::Create { expiration } => {
             let request = pb::CreateApiKeyRequest { expiration: Some(timestamp(expires_in(expiration)?)) };
             let key = client.create_api_key(request).await.map_err(failed("create the API key"))?.into_inner().api_key;
-            Ok(Outcome::new(key.clone(), key))
+            Ok(Outcome::new(Go::Str(key.clone()), key))
         }
         ApiKeysCommand::Expire { key } => {
             let (prefix, id) = api_key_fields(key);
@@ -379,17 +379,17 @@ async fn policy(client: &mut Client, command: &PolicyCommand) -> Result<Outcome,
     match command {
         PolicyCommand::Get { .. } => {
             let resp = client.get_policy(pb::GetPolicyRequest {}).await.map_err(failed("get the policy"))?.into_inner();
-            Ok(Outcome::new(PolicyView::from(&resp), resp.policy.clone()))
+            Ok(Outcome::text(resp.policy))
         }
         PolicyCommand::Set { file, .. } => {
             let request = pb::SetPolicyRequest { policy: read_policy(file)? };
             client.set_policy(request).await.map_err(failed("set the policy"))?;
-            Ok(Outcome::message("Policy updated."))
+            Ok(Outcome::text("Policy updated."))
         }
         PolicyCommand::Check { file, .. } => {
             let request = pb::CheckPolicyRequest { policy: read_policy(file)? };
             client.check_policy(request).await.map_err(failed("check the policy"))?;
-            Ok(Outcome::message("Policy is valid"))
+            Ok(Outcome::text("Policy is valid"))
         }
     }
 }
@@ -408,15 +408,15 @@ async fn policy_direct(config: &Config, command: &PolicyCommand) -> Result<Outco
         PolicyCommand::Get { .. } => {
             let (policy, at) = state.policy_text().await.map_err(|e| direct(&e))?;
             let resp = pb::GetPolicyResponse { policy, updated_at: at.map(timestamp) };
-            Ok(Outcome::new(PolicyView::from(&resp), resp.policy.clone()))
+            Ok(Outcome::text(resp.policy))
         }
         PolicyCommand::Set { file, .. } => {
             state.set_policy(&read_policy(file)?).await.map_err(|e| direct(&e))?;
-            Ok(Outcome::message("Policy updated."))
+            Ok(Outcome::text("Policy updated."))
         }
         PolicyCommand::Check { file, .. } => {
             state.check_policy(&read_policy(file)?).map_err(|e| direct(&e))?;
-            Ok(Outcome::message("Policy is valid"))
+            Ok(Outcome::text("Policy is valid"))
         }
     }
 }

@@ -6,6 +6,7 @@
 mod client;
 mod commands;
 mod debug;
+mod go_shape;
 mod output;
 
 use std::io::Write as _;

@@ -1,10 +1,10 @@
-//! What client commands print: the API's JSON shape (lowerCamelCase, 64-bit ids as strings,
-//! RFC 3339 times) as pretty JSON, one-line JSON or YAML, and aligned tables for people.
+//! What client commands print: for machines, the value Headscale's CLI prints, in its shape
+//! ([`super::go_shape`]) as indented JSON, one-line JSON or YAML; aligned tables for people.
 
 use base64::Engine;
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use chrono::{DateTime, Utc};
 
+use super::go_shape::{json_text, yaml_text, Go};
 use super::CliError;
 use crate::grpc::{pb, to_datetime};
 
@@ -20,47 +20,43 @@ pub enum OutputFormat {
     Yaml,
 }
 
-/// How an outcome's value is written in a machine format.
-type Encoder = Box<dyn Fn(OutputFormat) -> Result<String, CliError> + Send>;
-
 /// The result of a command: a value for the machine formats and the text shown to people.
 pub struct Outcome {
-    machine: Encoder,
+    machine: Option<Go>,
     human: String,
 }
 
 impl Outcome {
-    /// An outcome whose machine form is `value`, its fields in declaration order.
-    pub fn new<T: Serialize + Send + 'static>(value: T, human: impl Into<String>) -> Self {
-        Outcome { machine: Box::new(move |format| encode(&value, format)), human: human.into() }
+    /// An outcome whose machine form is `value`.
+    pub fn new(value: Go, human: impl Into<String>) -> Self {
+        Outcome { machine: Some(value), human: human.into() }
     }
 
-    /// An outcome with no data: `{}` for machines, a message for people.
+    /// An outcome printed as this text in every format (Headscale's `policy` commands).
+    pub fn text(text: impl Into<String>) -> Self {
+        Outcome { machine: None, human: text.into() }
+    }
+
+    /// An outcome whose machine form is an empty response message (`{}`).
     pub fn message(human: impl Into<String>) -> Self {
-        Outcome::new(serde_json::Value::Object(Default::default()), human)
+        Outcome::new(Go::message(Vec::new()), human)
     }
 
     /// The text to print in `format`.
     pub fn render(&self, format: Option<OutputFormat>) -> Result<String, CliError> {
-        match format {
-            None => Ok(self.human.clone()),
-            Some(f) => (self.machine)(f),
+        match (format, &self.machine) {
+            (Some(f), Some(value)) => encode(value, f),
+            _ => Ok(self.human.clone()),
         }
     }
 }
 
-fn encode<T: Serialize + ?Sized>(value: &T, format: OutputFormat) -> Result<String, CliError> {
+fn encode(value: &Go, format: OutputFormat) -> Result<String, CliError> {
     let err = |e: &dyn std::fmt::Display| CliError::Encode(e.to_string());
     match format {
-        OutputFormat::Json => {
-            let mut out = Vec::new();
-            let mut ser =
-                serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"\t"));
-            value.serialize(&mut ser).map_err(|e| err(&e))?;
-            String::from_utf8(out).map_err(|e| err(&e))
-        }
-        OutputFormat::JsonLine => serde_json::to_string(value).map_err(|e| err(&e)),
-        OutputFormat::Yaml => serde_yaml::to_string(value).map(|s| s.trim_end().to_string()).map_err(|e| err(&e)),
+        OutputFormat::Json => json_text(value, true).map_err(|e| err(&e)),
+        OutputFormat::JsonLine => json_text(value, false).map_err(|e| err(&e)),
+        OutputFormat::Yaml => yaml_text(value).map_err(|e| err(&e)),
     }
 }
 
@@ -68,170 +64,7 @@ fn encode<T: Serialize + ?Sized>(value: &T, format: OutputFormat) -> Result<Stri
 pub fn format_error(format: Option<OutputFormat>, message: &str) -> String {
     match format {
         None => message.to_string(),
-        Some(f) => encode(&serde_json::json!({ "error": message }), f).unwrap_or_else(|_| message.to_string()),
-    }
-}
-
-fn rfc3339(t: &Option<prost_types::Timestamp>) -> Option<String> {
-    t.as_ref().and_then(to_datetime).map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-}
-
-/// A user in the API's JSON shape.
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct UserView {
-    id: String,
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    created_at: Option<String>,
-    display_name: String,
-    email: String,
-    provider_id: String,
-    provider: String,
-    profile_pic_url: String,
-}
-
-impl From<&pb::User> for UserView {
-    fn from(u: &pb::User) -> Self {
-        UserView {
-            id: u.id.to_string(),
-            name: u.name.clone(),
-            created_at: rfc3339(&u.created_at),
-            display_name: u.display_name.clone(),
-            email: u.email.clone(),
-            provider_id: u.provider_id.clone(),
-            provider: u.provider.clone(),
-            profile_pic_url: u.profile_pic_url.clone(),
-        }
-    }
-}
-
-/// A pre-auth key in the API's JSON shape.
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PreAuthKeyView {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<UserView>,
-    id: String,
-    key: String,
-    reusable: bool,
-    ephemeral: bool,
-    used: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expiration: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    created_at: Option<String>,
-    acl_tags: Vec<String>,
-}
-
-impl From<&pb::PreAuthKey> for PreAuthKeyView {
-    fn from(k: &pb::PreAuthKey) -> Self {
-        PreAuthKeyView {
-            user: k.user.as_ref().map(UserView::from),
-            id: k.id.to_string(),
-            key: k.key.clone(),
-            reusable: k.reusable,
-            ephemeral: k.ephemeral,
-            used: k.used,
-            expiration: rfc3339(&k.expiration),
-            created_at: rfc3339(&k.created_at),
-            acl_tags: k.acl_tags.clone(),
-        }
-    }
-}
-
-/// An API key in the API's JSON shape.
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiKeyView {
-    id: String,
-    prefix: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expiration: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    created_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_seen: Option<String>,
-}
-
-impl From<&pb::ApiKey> for ApiKeyView {
-    fn from(k: &pb::ApiKey) -> Self {
-        ApiKeyView {
-            id: k.id.to_string(),
-            prefix: k.prefix.clone(),
-            expiration: rfc3339(&k.expiration),
-            created_at: rfc3339(&k.created_at),
-            last_seen: rfc3339(&k.last_seen),
-        }
-    }
-}
-
-/// The policy and when it was last set, in the API's JSON shape.
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PolicyView {
-    policy: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    updated_at: Option<String>,
-}
-
-impl From<&pb::GetPolicyResponse> for PolicyView {
-    fn from(p: &pb::GetPolicyResponse) -> Self {
-        PolicyView { policy: p.policy.clone(), updated_at: rfc3339(&p.updated_at) }
-    }
-}
-
-/// A node in the API's JSON shape.
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeView {
-    id: String,
-    machine_key: String,
-    node_key: String,
-    disco_key: String,
-    ip_addresses: Vec<String>,
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<UserView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_seen: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expiry: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pre_auth_key: Option<PreAuthKeyView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    created_at: Option<String>,
-    register_method: &'static str,
-    given_name: String,
-    online: bool,
-    approved_routes: Vec<String>,
-    available_routes: Vec<String>,
-    subnet_routes: Vec<String>,
-    tags: Vec<String>,
-}
-
-impl From<&pb::Node> for NodeView {
-    fn from(n: &pb::Node) -> Self {
-        NodeView {
-            id: n.id.to_string(),
-            machine_key: n.machine_key.clone(),
-            node_key: n.node_key.clone(),
-            disco_key: n.disco_key.clone(),
-            ip_addresses: n.ip_addresses.clone(),
-            name: n.name.clone(),
-            user: n.user.as_ref().map(UserView::from),
-            last_seen: rfc3339(&n.last_seen),
-            expiry: rfc3339(&n.expiry),
-            pre_auth_key: n.pre_auth_key.as_ref().map(PreAuthKeyView::from),
-            created_at: rfc3339(&n.created_at),
-            register_method: n.register_method().as_str_name(),
-            given_name: n.given_name.clone(),
-            online: n.online,
-            approved_routes: n.approved_routes.clone(),
-            available_routes: n.available_routes.clone(),
-            subnet_routes: n.subnet_routes.clone(),
-            tags: n.tags.clone(),
-        }
+        Some(f) => encode(&Go::result("error", message), f).unwrap_or_else(|_| message.to_string()),
     }
 }
 
@@ -408,50 +241,12 @@ mod tests {
     }
 
     #[test]
-    fn json_uses_the_api_shape() {
-        let key = pb::PreAuthKey {
-            user: Some(alice()),
-            id: 18_446_744_073_709_551_615,
-            key: "hskey-auth-abc-***".into(),
-            reusable: true,
-            created_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 500_000_000 }),
-            acl_tags: vec!["tag:ci".into()],
-            ..Default::default()
-        };
-        let out = Outcome::new(PreAuthKeyView::from(&key), "");
-        let json = out.render(Some(OutputFormat::JsonLine)).expect("renders");
-        let v: serde_json::Value = serde_json::from_str(&json).expect("valid json");
-        assert_eq!(v["id"], "18446744073709551615");
-        assert_eq!(v["createdAt"], "2023-11-14T22:13:20.500Z");
-        assert_eq!(v["aclTags"][0], "tag:ci");
-        assert_eq!(v["user"]["displayName"], "Alice");
-        assert_eq!(v["user"]["createdAt"], "2023-11-14T22:13:20Z");
-        assert!(v.get("expiration").is_none());
-        assert!(!json.contains('\n'));
-        assert!(
-            json.starts_with(r#"{"user":{"id":"1","name":"alice","createdAt":"#),
-            "fields keep their order: {json}"
-        );
-
-        let pretty = out.render(Some(OutputFormat::Json)).expect("renders");
-        assert!(pretty.contains("\n\t\"id\": \"18446744073709551615\""), "{pretty}");
-        let yaml = out.render(Some(OutputFormat::Yaml)).expect("renders");
-        assert!(yaml.contains("reusable: true"), "{yaml}");
-    }
-
-    #[test]
-    fn node_json_names_the_register_method() {
-        let node = pb::Node {
-            id: 5,
-            register_method: pb::RegisterMethod::AuthKey as i32,
-            ip_addresses: vec!["100.64.0.1".into()],
-            ..Default::default()
-        };
-        let v = serde_json::to_value(NodeView::from(&node)).expect("encodes");
-        assert_eq!(v["registerMethod"], "REGISTER_METHOD_AUTH_KEY");
-        assert_eq!(v["ipAddresses"][0], "100.64.0.1");
-        assert_eq!(v["givenName"], "");
-        assert!(v.get("user").is_none());
+    fn outcomes_render_the_machine_value_or_the_text() {
+        let out = Outcome::new(Go::list(&[alice()]), "a table");
+        assert_eq!(out.render(None).expect("renders"), "a table");
+        let line = out.render(Some(OutputFormat::JsonLine)).expect("renders");
+        assert!(line.starts_with(r#"[{"id":1,"name":"alice","created_at":{"seconds":1700000000}"#), "{line}");
+        assert_eq!(Outcome::message("done").render(Some(OutputFormat::Json)).expect("renders"), "{}");
     }
 
     #[test]
@@ -511,10 +306,10 @@ mod tests {
             Some("ID | Prefix       | Expiration          | Created             | Last seen")
         );
         assert_eq!(text.lines().nth(1), Some("3  | abcdefghijkl | 1970-01-01 00:00:00 | 1970-01-01 00:00:00 | -"));
-        let v = serde_json::to_value(ApiKeyView::from(&key)).expect("encodes");
+        // A time at the epoch is a Timestamp whose fields are all zero: `{}`, as Go writes it.
         assert_eq!(
-            v,
-            serde_json::json!({"id": "3", "prefix": "abcdefghijkl", "expiration": "1970-01-01T00:00:00Z", "createdAt": "1970-01-01T00:00:00Z"})
+            Outcome::new(Go::list(&[key]), "").render(Some(OutputFormat::JsonLine)).expect("renders"),
+            r#"[{"id":3,"prefix":"abcdefghijkl","expiration":{},"created_at":{}}]"#
         );
 
         let node = pb::Node {

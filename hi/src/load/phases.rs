@@ -159,7 +159,7 @@ fn received(clients: &[Client]) -> u64 {
 async fn reusable_key(server: &dyn ControlServer) -> Result<String> {
     #[derive(Deserialize)]
     struct Created {
-        id: String,
+        id: u64,
     }
     #[derive(Deserialize)]
     struct Key {
@@ -167,7 +167,8 @@ async fn reusable_key(server: &dyn ControlServer) -> Result<String> {
     }
     let user: Created = serde_json::from_str(&server.headscale(&["users", "create", "load", "-o", "json"]).await?)
         .context("the output of `headscale users create`")?;
-    let args = ["preauthkeys", "create", "--user", &user.id, "--reusable", "--expiration", "24h", "-o", "json"];
+    let user = user.id.to_string();
+    let args = ["preauthkeys", "create", "--user", &user, "--reusable", "--expiration", "24h", "-o", "json"];
     let key: Key = serde_json::from_str(&server.headscale(&args).await?)
         .context("the output of `headscale preauthkeys create`")?;
     Ok(key.key)
@@ -202,15 +203,17 @@ async fn register(clients: &mut [Client], url: &Url, authkey: &str, plan: &Plan)
 /// Learns every node's id and addresses from `headscale nodes list`, and expects each with the
 /// endpoints its client announces.
 async fn expectation(server: &dyn ControlServer, clients: &mut [Client]) -> Result<Expectation> {
+    /// A node in Headscale's CLI shape (proto field names, empty fields left out).
     #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
     struct Listed {
-        id: String,
+        id: u64,
         node_key: String,
+        #[serde(default)]
         ip_addresses: Vec<String>,
     }
-    let listed: Vec<Listed> = serde_json::from_str(&server.headscale(&["nodes", "list", "-o", "json"]).await?)
+    let listed: Option<Vec<Listed>> = serde_json::from_str(&server.headscale(&["nodes", "list", "-o", "json"]).await?)
         .context("the output of `headscale nodes list`")?;
+    let listed = listed.unwrap_or_default();
     ensure!(
         listed.len() == clients.len(),
         "the server lists {} nodes, {} were registered",
@@ -222,7 +225,7 @@ async fn expectation(server: &dyn ControlServer, clients: &mut [Client]) -> Resu
     for c in clients.iter_mut() {
         let key = c.node_key();
         let n = by_key.get(key.as_str()).with_context(|| format!("the server does not list node key {key}"))?;
-        c.node_id = n.id.parse().with_context(|| format!("node id {:?}", n.id))?;
+        c.node_id = i64::try_from(n.id).with_context(|| format!("node id {}", n.id))?;
         let address = tailnet_address(&n.ip_addresses).with_context(|| format!("the addresses of node {}", n.id))?;
         nodes.insert(c.node_id, NodeFacts { address, endpoints: c.endpoints() });
     }

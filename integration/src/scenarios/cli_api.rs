@@ -189,7 +189,7 @@ async fn nodes_by_user(t: Tailnet) -> Result<Verdict> {
             t.join(&format!("{user}-{i}"), &key.key).await?;
         }
     }
-    let alices: Vec<crate::scenario::ServerNode> = t.cli_json(&["nodes", "list", "-u", "alice"]).await?;
+    let alices: Vec<crate::scenario::ServerNode> = t.cli_list(&["nodes", "list", "-u", "alice"]).await?;
     let names: Vec<&str> = alices.iter().map(|n| n.given_name.as_str()).collect();
     ensure!(names == ["alice-1", "alice-2"], "`nodes list -u alice` listed {names:?}");
     Ok(Verdict::Passed)
@@ -197,23 +197,21 @@ async fn nodes_by_user(t: Tailnet) -> Result<Verdict> {
 
 async fn keys_list(t: Tailnet) -> Result<Verdict> {
     t.world().headscale(&["users", "create", "keeper"]).await?;
-    let user = t.cli_json::<Vec<serde_json::Value>>(&["users", "list"]).await?[0]["id"]
-        .as_str()
-        .context("the user's id")?
-        .parse::<u64>()?;
+    let user = t.cli_list::<serde_json::Value>(&["users", "list"]).await?[0]["id"].as_u64().context("the user's id")?;
     let used = t.key(user, KeyOptions::default()).await?;
     let reusable = t.key(user, KeyOptions { reusable: true, ephemeral: true, ..KeyOptions::default() }).await?;
     let expired = t.key(user, KeyOptions::default()).await?;
     t.world().headscale(&["preauthkeys", "expire", "-i", &expired.id.to_string()]).await?;
     t.join("keyed", &used.key).await?;
-    let keys: Vec<serde_json::Value> = t.cli_json(&["preauthkeys", "list"]).await?;
-    let find = |id: u64| keys.iter().find(|k| k["id"] == id.to_string().as_str() || k["id"] == id).cloned();
+    let keys: Vec<serde_json::Value> = t.cli_list(&["preauthkeys", "list"]).await?;
+    let find = |id: u64| keys.iter().find(|k| k["id"] == id).cloned();
     let u = find(used.id).context("the used key is listed")?;
     ensure!(u["used"] == true && u["reusable"] != true, "the used one-shot key: {u}");
     let r = find(reusable.id).context("the reusable key is listed")?;
     ensure!(r["reusable"] == true && r["ephemeral"] == true && r["used"] != true, "the reusable ephemeral key: {r}");
     let e = find(expired.id).context("the expired key is listed")?;
-    let when: chrono::DateTime<chrono::Utc> = e["expiration"].as_str().context("an expiration")?.parse()?;
+    let seconds = e["expiration"]["seconds"].as_i64().context("an expiration")?;
+    let when = chrono::DateTime::from_timestamp(seconds, 0).context("an expiration in range")?;
     ensure!(when <= chrono::Utc::now(), "the expired key expires at {when}");
     for k in &keys {
         ensure!(!k.to_string().contains(&used.key), "`preauthkeys list` shows a whole key: {k}");
@@ -228,9 +226,15 @@ async fn health_version(t: Tailnet) -> Result<Verdict> {
     let v: serde_json::Value =
         serde_json::from_str(&body).with_context(|| format!("/version answered {status}: {body}"))?;
     ensure!(
-        status == 200 && v["version"].as_str().is_some_and(|v| !v.is_empty()),
-        "/version answered {status}: {body}"
+        status == 200
+            && v["version"].as_str().is_some_and(|v| !v.is_empty())
+            && ["commit", "buildTime"].iter().all(|f| v[f].is_string())
+            && ["version", "os", "arch"].iter().all(|f| v["go"][f].is_string())
+            && v["dirty"].is_boolean(),
+        "/version answered {status}, not in Headscale's shape: {body}"
     );
+    let cli: serde_json::Value = t.cli_json(&["version"]).await?;
+    ensure!(cli == v, "`headscale version -o json` printed {cli}, /version {v}");
     Ok(Verdict::Passed)
 }
 
@@ -268,7 +272,7 @@ async fn cli_refusals(t: Tailnet) -> Result<Verdict> {
     refused("a tag outside tagOwners", t.world().headscale(&["nodes", "tag", "-i", &id, "-t", "tag:nobody"]).await)?;
     let node = t.node("plain").await?;
     ensure!(node.tags.is_empty() && node.given_name == "plain", "a refused change changed the node: {node:?}");
-    let users: Vec<serde_json::Value> = t.cli_json(&["users", "list"]).await?;
+    let users: Vec<serde_json::Value> = t.cli_list(&["users", "list"]).await?;
     ensure!(users.len() == 2, "the refusals changed the users: {users:?}");
     Ok(Verdict::Passed)
 }
@@ -314,9 +318,9 @@ async fn api_writes_refused(t: Tailnet) -> Result<Verdict> {
             ensure!(a.status == 401, "{method} {path} with key {key:?} answered {}: {}", a.status, a.body);
         }
     }
-    let users: Vec<serde_json::Value> = t.cli_json(&["users", "list"]).await?;
+    let users: Vec<serde_json::Value> = t.cli_list(&["users", "list"]).await?;
     ensure!(users.len() == 1, "a refused write created a user: {users:?}");
-    let keys: Vec<serde_json::Value> = t.cli_json(&["preauthkeys", "list"]).await?;
+    let keys: Vec<serde_json::Value> = t.cli_list(&["preauthkeys", "list"]).await?;
     ensure!(keys.len() == 1, "a refused write created a key: {keys:?}");
     let node = t.node("kept").await?;
     ensure!(node.id == id && node.given_name == "kept", "a refused write changed the node: {node:?}");
@@ -338,11 +342,11 @@ async fn api_expire_key(t: Tailnet) -> Result<Verdict> {
 async fn users_list_filters(t: Tailnet) -> Result<Verdict> {
     let alice = t.user("alice").await?;
     t.user("bob").await?;
-    let by_name: Vec<serde_json::Value> = t.cli_json(&["users", "list", "--name", "bob"]).await?;
+    let by_name: Vec<serde_json::Value> = t.cli_list(&["users", "list", "--name", "bob"]).await?;
     ensure!(by_name.len() == 1 && by_name[0]["name"] == "bob", "`users list --name bob` gave {by_name:?}");
-    let by_id: Vec<serde_json::Value> = t.cli_json(&["users", "list", "-i", &alice.to_string()]).await?;
+    let by_id: Vec<serde_json::Value> = t.cli_list(&["users", "list", "-i", &alice.to_string()]).await?;
     ensure!(by_id.len() == 1 && by_id[0]["name"] == "alice", "`users list -i {alice}` gave {by_id:?}");
-    let all: Vec<serde_json::Value> = t.cli_json(&["users", "list"]).await?;
+    let all: Vec<serde_json::Value> = t.cli_list(&["users", "list"]).await?;
     ensure!(all.len() == 2, "`users list` gave {all:?}");
     Ok(Verdict::Passed)
 }

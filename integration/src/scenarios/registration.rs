@@ -75,7 +75,7 @@ async fn one_shot_key(t: Tailnet) -> Result<Verdict> {
     t.join("first", &key.key).await?;
     t.start("second", Some(&key.key), false).await?;
     stays_refused(&t, "second", &["first"]).await?;
-    let keys: Vec<serde_json::Value> = t.cli_json(&["preauthkeys", "list"]).await?;
+    let keys: Vec<serde_json::Value> = t.cli_list(&["preauthkeys", "list"]).await?;
     ensure!(keys.iter().all(|k| k["used"] == true), "the one-shot key is marked used: {keys:?}");
     Ok(Verdict::Passed)
 }
@@ -345,7 +345,7 @@ async fn user_destroy(t: Tailnet) -> Result<Verdict> {
     let id = t.node("owned").await?.id;
     t.world().headscale(&["nodes", "delete", "-i", &id.to_string(), "--force"]).await?;
     t.world().headscale(&["users", "destroy", "--name", "owner", "--force"]).await?;
-    let users: Vec<serde_json::Value> = t.cli_json(&["users", "list"]).await?;
+    let users: Vec<serde_json::Value> = t.cli_list(&["users", "list"]).await?;
     ensure!(users.is_empty(), "users left after the destroy: {users:?}");
     Ok(Verdict::Passed)
 }
