@@ -8,7 +8,20 @@ use crate::mapper::MapContext;
 use crate::model::{Node, RegisterMethod, User};
 use crate::policy::ParsedPolicy;
 use crate::state::{compile_policy, Snapshot};
-use crate::tailcfg::{DerpMap, DerpNode, DerpRegion, DiscoKey, Hostinfo, MachineKey, NetInfo, NodeKey};
+use crate::tailcfg::{
+    DerpMap, DerpNode, DerpRegion, DiscoKey, Hostinfo, MachineKey, NetInfo, NodeKey, RegisterAuth, RegisterRequest,
+};
+
+/// A registration request from node `n` (node key `[n; 32]`, hostname `host-n`) with `key`.
+pub fn register_request(n: u8, key: &str) -> RegisterRequest {
+    RegisterRequest {
+        version: 130,
+        node_key: NodeKey([n; 32]),
+        auth: Some(RegisterAuth { auth_key: key.to_string() }),
+        hostinfo: Some(Hostinfo { hostname: format!("host-{n}"), ..Default::default() }),
+        ..Default::default()
+    }
+}
 
 /// A fixed point in time.
 pub fn t0() -> DateTime<Utc> {

@@ -11,7 +11,8 @@ use headscale::config::Config;
 use headscale::db::{Db, DbError};
 use headscale::model::KeyHash;
 use headscale::state::{RegisterError, RegisterOutcome, State};
-use headscale::tailcfg::{Hostinfo, MachineKey, NodeKey, RegisterAuth, RegisterRequest};
+use headscale::tailcfg::MachineKey;
+use headscale::testing::register_request;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/compat/headscale-db");
 
@@ -195,10 +196,11 @@ fn legacy_and_bcrypt_keys_keep_working_after_the_takeover() {
         let state = State::load(config, Db::open(&path, true, 1000).unwrap()).await.unwrap();
         let auth_key = format!("hskey-auth-abcdefghijkl-{secret}");
         for machine in [1u8, 2] {
-            let outcome = state.register(MachineKey([machine; 32]), join(machine, &auth_key)).await.unwrap();
+            let outcome =
+                state.register(MachineKey([machine; 32]), register_request(machine, &auth_key)).await.unwrap();
             assert!(matches!(outcome, RegisterOutcome::Authorized(_)), "{outcome:?}");
         }
-        let refused = state.register(MachineKey([3; 32]), join(3, "hskey-auth-abcdefghijkl-wrong")).await;
+        let refused = state.register(MachineKey([3; 32]), register_request(3, "hskey-auth-abcdefghijkl-wrong")).await;
         assert!(matches!(refused, Err(RegisterError::InvalidKey)), "{refused:?}");
         let api_key = format!("hskey-api-apiprefix123-{secret}");
         state.authenticate_api_key(&api_key).await.unwrap();
@@ -210,17 +212,6 @@ fn legacy_and_bcrypt_keys_keep_working_after_the_takeover() {
     assert_eq!(rehashed, KeyHash::of(&secret), "the pre-auth key is stored as a SHA-256 after its first use");
     let api = db.api_key(90).unwrap().unwrap().hash;
     assert_eq!(api, KeyHash::of(&secret), "the API key is stored as a SHA-256 after its first use");
-}
-
-/// A registration request from node `n` with `key`.
-fn join(n: u8, key: &str) -> RegisterRequest {
-    RegisterRequest {
-        version: 130,
-        node_key: NodeKey([n; 32]),
-        auth: Some(RegisterAuth { auth_key: key.to_string() }),
-        hostinfo: Some(Hostinfo { hostname: format!("host-{n}"), ..Default::default() }),
-        ..Default::default()
-    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use super::*;
 use crate::config::Config;
 use crate::db::testing::storage_tests;
 use crate::db::Db;
-use crate::tailcfg::{Hostinfo, MachineKey, MapRequest, NetInfo, NodeKey, RegisterAuth, RegisterRequest};
+use crate::tailcfg::{Hostinfo, MachineKey, MapRequest, NetInfo, NodeKey, RegisterRequest};
 
 async fn state(db: Db) -> Arc<State> {
     let mut c = Config::embedded(std::path::Path::new("/nonexistent"));
@@ -17,15 +17,7 @@ async fn state(db: Db) -> Arc<State> {
     State::load(Arc::new(c), db).await.unwrap()
 }
 
-fn req(node: u8, key: &str) -> RegisterRequest {
-    RegisterRequest {
-        version: 130,
-        node_key: NodeKey([node; 32]),
-        auth: Some(RegisterAuth { auth_key: key.to_string() }),
-        hostinfo: Some(Hostinfo { hostname: format!("host-{node}"), ..Default::default() }),
-        ..Default::default()
-    }
-}
+use crate::testing::register_request as req;
 
 async fn key(s: &State, user: u64, reusable: bool, ephemeral: bool) -> String {
     s.create_pre_auth_key(Some(user), reusable, ephemeral, None, Vec::new()).await.unwrap().1
