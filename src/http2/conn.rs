@@ -4,17 +4,27 @@
 //! connection's own waker, so a connection is one task however many streams it carries.
 //!
 //! Buffers live only while they hold something: an idle connection (a map session waiting for
-//! the next change) keeps its HPACK table and a few counters, nothing sized for traffic.
+//! the next change) keeps its HPACK table, a timer and a few counters, nothing sized for
+//! traffic.
+//!
+//! What a client can make the connection hold is bounded: the decoded header list of a request
+//! ([`MAX_HEADER_LIST`], counted as RFC 9113 counts it, however small its compressed block),
+//! the request bodies being received across all its streams (`max_body` together), the time a
+//! body may take to arrive ([`BODY_TIMEOUT`]), the time to send the preface
+//! ([`PREFACE_TIMEOUT`]) and the time a connection may stay open with nothing in it
+//! ([`IDLE_TIMEOUT`]).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use super::frame::{self, Head, Reason};
 use super::headers;
@@ -34,6 +44,16 @@ const WRITE_HIGH_WATER: usize = 32 * 1024;
 const DATA_FRAME: usize = 16 * 1024;
 /// How much is read from the transport at a time.
 const READ_CHUNK: usize = 4096;
+/// The largest decoded header list of a request: each field's name and value plus 32 bytes
+/// (RFC 9113 §6.5.2), what hyper's server allows too. A larger one is answered `431`.
+pub const MAX_HEADER_LIST: usize = 16 * 1024;
+/// How long the client has to send the HTTP/2 preface once the channel is open.
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body may take to arrive in full; a slower one is answered `408`.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stay open with no stream and nothing received before it is
+/// closed with GOAWAY (a client that needs it again dials again).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The future a handler returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
@@ -47,7 +67,13 @@ where
     H: FnMut(Request<Bytes>) -> HandlerFuture,
 {
     let mut write = Vec::new();
-    frame::settings(&mut write, &[(frame::SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS as u32)]);
+    frame::settings(
+        &mut write,
+        &[
+            (frame::SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS as u32),
+            (frame::SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST as u32),
+        ],
+    );
     let mut decoder = loona_hpack::Decoder::new();
     decoder.set_max_allowed_table_size(4096);
     Connection {
@@ -67,6 +93,9 @@ where
         partial: None,
         peer_going_away: false,
         eof: false,
+        timer: Box::pin(tokio::time::sleep(PREFACE_TIMEOUT)),
+        opened: Instant::now(),
+        last_read: Instant::now(),
     }
 }
 
@@ -78,9 +107,9 @@ struct PartialHeaders {
 }
 
 enum Phase {
-    /// Headers are in; the body is still arriving. The head is boxed so that a stream in
-    /// its long sending phase is not the size of a request head.
-    Receiving { head: Box<Request<()>>, body: BytesMut },
+    /// Headers are in since `since`; the body is still arriving. The head is boxed so that a
+    /// stream in its long sending phase is not the size of a request head.
+    Receiving { head: Box<Request<()>>, body: BytesMut, since: Instant },
     /// The handler is working on the request.
     Handling(HandlerFuture),
     /// The response headers are sent; the body is being sent.
@@ -113,6 +142,11 @@ pub struct Connection<IO, H> {
     partial: Option<PartialHeaders>,
     peer_going_away: bool,
     eof: bool,
+    /// Fires at the next deadline: the preface, the oldest body still arriving, or idleness.
+    timer: Pin<Box<Sleep>>,
+    opened: Instant,
+    /// When the client last sent anything.
+    last_read: Instant,
 }
 
 impl<IO, H> Future for Connection<IO, H>
@@ -146,7 +180,11 @@ where
                 return Poll::Ready(Ok(()));
             }
             if !progress {
-                return Poll::Pending;
+                match this.poll_deadline(cx) {
+                    Ok(true) => continue,
+                    Ok(false) => return Poll::Pending,
+                    Err(e) => return this.fail(cx, e),
+                }
             }
         }
     }
@@ -159,6 +197,62 @@ where
 {
     fn queued(&self) -> usize {
         self.write.len() - self.written
+    }
+
+    /// The next deadline and what happens then.
+    fn deadline(&self) -> Option<(Instant, Deadline)> {
+        if self.preface_left > 0 {
+            return Some((self.opened + PREFACE_TIMEOUT, Deadline::Preface));
+        }
+        let receiving = self.streams.iter().filter_map(|s| match &s.phase {
+            Phase::Receiving { since, .. } => Some(*since + BODY_TIMEOUT),
+            _ => None,
+        });
+        if let Some(first) = receiving.min() {
+            return Some((first, Deadline::Body));
+        }
+        (self.streams.is_empty() && self.partial.is_none() && self.queued() == 0)
+            .then(|| (self.last_read + IDLE_TIMEOUT, Deadline::Idle))
+    }
+
+    /// Arms the timer for the next deadline, or acts on one that has passed. Returns whether
+    /// something changed (a stream answered).
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Result<bool, Http2Error> {
+        let Some((at, what)) = self.deadline() else { return Ok(false) };
+        if self.timer.deadline() != at {
+            self.timer.as_mut().reset(at);
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return Ok(false);
+        }
+        match what {
+            Deadline::Preface => Err(Http2Error::TimedOut("the HTTP/2 preface did not arrive in time")),
+            Deadline::Idle => {
+                frame::goaway(&mut self.write, self.last_stream, Reason::NoError);
+                self.peer_going_away = true;
+                Ok(true)
+            }
+            Deadline::Body => {
+                let now = Instant::now();
+                for s in &mut self.streams {
+                    if matches!(&s.phase, Phase::Receiving { since, .. } if *since + BODY_TIMEOUT <= now) {
+                        s.phase = ready(text(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"));
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Bytes of request bodies being received on all streams.
+    fn buffered(&self) -> usize {
+        self.streams
+            .iter()
+            .map(|s| match &s.phase {
+                Phase::Receiving { body, .. } => body.len(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Tells the client why the connection ends, sends what can be sent without waiting, and
@@ -184,6 +278,7 @@ where
             self.eof = true;
             return Ok(true);
         }
+        self.last_read = Instant::now();
         self.read.extend_from_slice(buf.filled());
         self.take_frames()?;
         if self.read.is_empty() {
@@ -271,6 +366,8 @@ where
             frame::window_update(&mut self.write, 0, head.len as u32);
         }
         let max_body = self.max_body;
+        // All bodies being received on this connection together stay within `max_body`.
+        let buffered = self.buffered();
         let Some(stream) = self.streams.iter_mut().find(|s| s.id == head.stream) else {
             // A stream already answered or reset; its late data only counts for the window.
             return Ok(());
@@ -278,10 +375,14 @@ where
         let Phase::Receiving { body, .. } = &mut stream.phase else {
             return Ok(());
         };
-        if body.len() + range.len() > max_body {
+        if buffered + range.len() > max_body {
             // Answered at once; the rest of the body is dropped as it arrives.
-            stream.phase =
-                ready(text(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {max_body} bytes")));
+            let why = if body.len() + range.len() > max_body {
+                format!("request body is larger than {max_body} bytes")
+            } else {
+                format!("request bodies on this connection are larger than {max_body} bytes together")
+            };
+            stream.phase = ready(text(StatusCode::PAYLOAD_TOO_LARGE, &why));
             return Ok(());
         }
         body.extend_from_slice(&payload[range]);
@@ -339,9 +440,17 @@ where
 
     fn on_header_block(&mut self, block: PartialHeaders) -> Result<(), Http2Error> {
         // Decoding comes first whatever the stream: the decoder's table must see every block.
-        let fields = self
-            .decoder
-            .decode(&block.block)
+        // Fields are kept only while the list is within its limit: a small block can refer to
+        // a large table entry many times over.
+        let mut fields = Vec::new();
+        let mut list_size = 0usize;
+        self.decoder
+            .decode_with_cb(&block.block, |name, value| {
+                list_size = list_size.saturating_add(name.len() + value.len() + 32);
+                if list_size <= MAX_HEADER_LIST {
+                    fields.push((name.into_owned(), value.into_owned()));
+                }
+            })
             .map_err(|_| Http2Error::Protocol(Reason::Compression, "header block cannot be decoded"))?;
         let id = block.stream;
         if let Some(stream) = self.streams.iter().find(|s| s.id == id) {
@@ -361,7 +470,11 @@ where
             return Ok(());
         }
         let phase = match headers::request(fields) {
-            Ok(head) => Phase::Receiving { head: Box::new(head), body: BytesMut::new() },
+            _ if list_size > MAX_HEADER_LIST => ready(text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                &format!("request headers are larger than {MAX_HEADER_LIST} bytes"),
+            )),
+            Ok(head) => Phase::Receiving { head: Box::new(head), body: BytesMut::new(), since: Instant::now() },
             Err(e) => ready(text(StatusCode::BAD_REQUEST, &e.to_string())),
         };
         self.streams.push(Stream { id, send_window: self.peer_initial_window, phase });
@@ -377,7 +490,7 @@ where
         // A pending future is zero-sized: the placeholder allocates nothing.
         let phase = std::mem::replace(&mut stream.phase, Phase::Handling(Box::pin(std::future::pending())));
         stream.phase = match phase {
-            Phase::Receiving { head, body } => {
+            Phase::Receiving { head, body, .. } => {
                 let (parts, ()) = head.into_parts();
                 Phase::Handling((self.handle)(Request::from_parts(parts, body.freeze())))
             }
@@ -588,6 +701,17 @@ where
             }
         }
     }
+}
+
+/// What happens when the connection's timer fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// The preface never came: the connection ends.
+    Preface,
+    /// A body took too long: its stream is answered `408`.
+    Body,
+    /// Nothing happened for a while: the connection is closed with GOAWAY.
+    Idle,
 }
 
 /// A stream whose answer is already known.

@@ -32,6 +32,7 @@ pub const PRIORITY_FLAG: u8 = 0x20;
 pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 pub const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
+pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
 
 /// Error codes (RFC 9113 §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ mod conn;
 pub mod frame;
 mod headers;
 
-pub use conn::{serve, Connection, HandlerFuture};
+pub use conn::{serve, Connection, HandlerFuture, BODY_TIMEOUT, IDLE_TIMEOUT, MAX_HEADER_LIST, PREFACE_TIMEOUT};
 pub use frame::Reason;
 pub use headers::encode_fields;
 
@@ -22,4 +22,6 @@ pub enum Http2Error {
     BadPreface,
     #[error("HTTP/2 protocol error ({0:?}): {1}")]
     Protocol(Reason, &'static str),
+    #[error("connection timed out: {0}")]
+    TimedOut(&'static str),
 }

@@ -246,3 +246,96 @@ async fn an_idle_connection_holds_no_buffers() {
     assert!(conn.streams.is_empty());
     drop(sender);
 }
+
+/// Serves a connection on a pipe in paused time, writes `bytes` as the client, and waits (in
+/// virtual time, which runs ahead whenever everything waits) until the server ends.
+async fn raw_until_end(bytes: &[u8]) -> (Vec<u8>, Result<(), Http2Error>) {
+    let (mut client, server_io): (DuplexStream, DuplexStream) = tokio::io::duplex(1 << 20);
+    let server = tokio::spawn(serve(server_io, MAX_BODY, handler(Arc::default())));
+    let _ = client.write_all(bytes).await;
+    let ended = tokio::time::timeout(Duration::from_secs(3600), server).await.expect("server ended").expect("joined");
+    let mut said = Vec::new();
+    client.read_to_end(&mut said).await.expect("read");
+    (said, ended)
+}
+
+/// The `:status` of each response, by stream, from what the server said.
+fn statuses(said: &[u8]) -> Vec<(u32, String)> {
+    frames(said)
+        .into_iter()
+        .filter(|f| f.0 == frame::HEADERS)
+        .map(|f| {
+            let fields = loona_hpack::Decoder::new().decode(&f.3).expect("a response block");
+            let status = fields.iter().find(|(n, _)| n == b":status").expect(":status");
+            (f.2, String::from_utf8_lossy(&status.1).into_owned())
+        })
+        .collect()
+}
+
+/// A HEADERS frame opening `stream` with `POST /echo`, then `extra` block bytes.
+fn request_headers(out: &mut Vec<u8>, stream: u32, end_stream: bool, extra: &[u8]) {
+    // :method POST (static 3), :scheme http (static 6), :path "/echo" as a literal of :path (static 4).
+    let mut block = vec![0x83, 0x86, 0x04, 5];
+    block.extend_from_slice(b"/echo");
+    block.extend_from_slice(extra);
+    let flags = frame::END_HEADERS | if end_stream { frame::END_STREAM } else { 0 };
+    frame::frame(out, frame::HEADERS, flags, stream, &block);
+}
+
+#[tokio::test]
+async fn a_small_block_that_decodes_to_a_huge_header_list_is_answered_431() {
+    // One 4,000-byte value added to the dynamic table, then referred to 10,000 times: a 14 KB
+    // block that decodes to 40 MB if nothing stops it.
+    let mut extra = vec![0x40, 5];
+    extra.extend_from_slice(b"x-big");
+    // 4,000 as a 7-bit-prefix integer: 127, then 3,873 = 33 + 30 × 128.
+    extra.extend_from_slice(&[0x7f, 0x80 | 33, 30]);
+    extra.extend(std::iter::repeat_n(b'a', 4000));
+    extra.extend(std::iter::repeat_n(0x80 | 62, 10_000));
+    let mut bytes = frame::PREFACE.to_vec();
+    request_headers(&mut bytes, 1, true, &extra);
+    request_headers(&mut bytes, 3, true, &[]);
+    frame::goaway(&mut bytes, 3, Reason::NoError);
+    let (said, ended) = raw(&bytes).await;
+    assert!(ended.is_ok(), "{ended:?}");
+    assert_eq!(statuses(&said), [(1, "431".to_string()), (3, "200".to_string())], "the next request is served");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_are_bounded_together_and_in_time() {
+    let mut bytes = frame::PREFACE.to_vec();
+    // Stream 1 sends 60,000 bytes and never ends; stream 3's 60,000 bytes would take the
+    // connection past MAX_BODY (100,000) together: 413 at once. Stream 1 gets 408 later.
+    for stream in [1, 3] {
+        request_headers(&mut bytes, stream, false, &[]);
+        for _ in 0..4 {
+            frame::frame(&mut bytes, frame::DATA, 0, stream, &[0; 15_000]);
+        }
+    }
+    frame::goaway(&mut bytes, 3, Reason::NoError);
+    let started = tokio::time::Instant::now();
+    let (said, ended) = raw_until_end(&bytes).await;
+    assert!(ended.is_ok(), "{ended:?}");
+    assert_eq!(statuses(&said), [(3, "413".to_string()), (1, "408".to_string())]);
+    assert!(started.elapsed() >= BODY_TIMEOUT, "the slow body had its time: {:?}", started.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_channel_that_never_sends_the_preface_is_closed() {
+    let (said, ended) = raw_until_end(&frame::PREFACE[..10]).await;
+    assert!(matches!(ended, Err(Http2Error::TimedOut(_))), "{ended:?}");
+    assert!(frames(&said).iter().all(|f| f.0 == frame::SETTINGS));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_closed_with_goaway() {
+    let mut bytes = frame::PREFACE.to_vec();
+    request_headers(&mut bytes, 1, true, &[]);
+    let started = tokio::time::Instant::now();
+    let (said, ended) = raw_until_end(&bytes).await;
+    assert!(ended.is_ok(), "{ended:?}");
+    assert_eq!(statuses(&said), [(1, "200".to_string())]);
+    let goaway = frames(&said).into_iter().find(|f| f.0 == frame::GOAWAY).expect("a GOAWAY");
+    assert_eq!(&goaway.3[4..8], &(Reason::NoError as u32).to_be_bytes());
+    assert!(started.elapsed() >= IDLE_TIMEOUT, "{:?}", started.elapsed());
+}
