@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -343,7 +343,7 @@ async fn serve_http(
     crate::listen::accept_each(listener, stopped, |tcp, _peer| {
         let _ = tcp.set_nodelay(true);
         let (router, tls) = (router.clone(), tls.clone());
-        tokio::spawn(async move {
+        async move {
             match tls {
                 None => serve_connection(tcp, router).await,
                 Some(acceptor) => match crate::tls::accept(&acceptor, tcp).await {
@@ -351,7 +351,7 @@ async fn serve_http(
                     Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                 },
             }
-        });
+        }
     })
     .await
 }
@@ -359,8 +359,7 @@ async fn serve_http(
 /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one accepted connection.
 async fn serve_connection(io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static, router: Arc<Router>) {
     let service = service_fn(move |req| router.clone().route(req));
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
+    if let Err(e) = crate::listen::http_server().serve_connection_with_upgrades(TokioIo::new(io), service).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }

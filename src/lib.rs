@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod http2;
 pub mod ipam;
 pub mod listen;
+pub mod log_rate;
 pub mod mapper;
 pub mod metrics;
 pub mod model;

@@ -28,6 +28,14 @@ fn init_logging(config: &Config) {
 async fn serve(config: Config, source: Source) -> Result<(), Box<dyn std::error::Error>> {
     init_logging(&config);
     headscale::alloc::tune_for_server();
+    match headscale::listen::raise_fd_limit() {
+        Ok(files) => tracing::info!(
+            files,
+            connections = headscale::listen::connection_limit(),
+            "open-file limit in force, and the connections the listeners may hold"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
     match &source {
         Source::File(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         Source::Embedded(dir) => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::counters::{self, Exposition};
@@ -65,16 +65,15 @@ fn answer(state: &State, peer: SocketAddr, req: &Request<hyper::body::Incoming>)
 pub async fn serve(listener: TcpListener, state: Arc<State>, stopped: impl std::future::Future<Output = ()>) {
     crate::listen::accept_each(listener, stopped, |tcp, peer| {
         let state = state.clone();
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(move |req| {
                 let resp = answer(&state, peer, &req);
                 async move { Ok::<_, std::convert::Infallible>(resp) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tcp), service).await {
+            if let Err(e) = crate::listen::http_server().serve_connection(TokioIo::new(tcp), service).await {
                 tracing::debug!(error = %e, "metrics connection ended with an error");
             }
-        });
+        }
     })
     .await
 }

@@ -12,12 +12,16 @@ use tokio::io::AsyncWriteExt;
 
 use super::{route, Control, MAX_BODY};
 use crate::http2::{self, HandlerFuture};
+use crate::log_rate::{LogRate, PERIOD};
 use crate::noise::{self, early_payload, Initiation, NoiseStream};
 use crate::response::{empty, text, Body};
 
 /// The upgrade protocol name clients ask for.
 const UPGRADE_PROTOCOL: &str = "tailscale-control-protocol";
 const HANDSHAKE_HEADER: &str = "x-tailscale-handshake";
+
+/// Refused handshakes, logged at most once per period: anyone can send one.
+static REFUSED: LogRate = LogRate::new(PERIOD);
 
 /// Handles the upgrade request.
 pub async fn upgrade(ctrl: Arc<Control>, req: Request<Incoming>) -> Response<Body> {
@@ -39,7 +43,9 @@ pub async fn upgrade(ctrl: Arc<Control>, req: Request<Incoming>) -> Response<Bod
     let accepted = match Initiation::parse(&raw).and_then(|init| noise::accept(&ctrl.noise_key, &init)) {
         Ok(a) => a,
         Err(e) => {
-            tracing::info!(error = %e, "ts2021 handshake refused");
+            if let Some(left_out) = REFUSED.allow() {
+                tracing::info!(error = %e, left_out, "ts2021 handshake refused");
+            }
             return text(StatusCode::BAD_REQUEST, &format!("handshake refused: {e}"));
         }
     };

@@ -21,6 +21,7 @@ use tracing::{debug, info};
 use super::frame::{
     self, ClientInfo, Frame, FrameError, FrameType, PeerGoneReason, KEY_LEN, NONCE_LEN, PROTOCOL_VERSION,
 };
+use crate::log_rate::{LogRate, PERIOD};
 
 /// Decides whether a client node public key may use the relay.
 pub type Admission = Arc<dyn Fn(&[u8; KEY_LEN]) -> bool + Send + Sync>;
@@ -39,6 +40,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most frames written in one batch before flushing.
 const MAX_WRITE_BATCH: usize = 64;
+
+/// Refused node keys, logged at most once per period: anyone can try one.
+static REFUSED: LogRate = LogRate::new(PERIOD);
 
 /// Why a DERP connection ended (logged at debug level).
 #[derive(Debug, thiserror::Error)]
@@ -304,7 +308,9 @@ impl DerpServer {
 
         if !(self.admission)(&client_key) {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
-            info!(node_key = %key_hex(&client_key), "DERP client refused: node key not admitted");
+            if let Some(left_out) = REFUSED.allow() {
+                info!(node_key = %key_hex(&client_key), left_out, "DERP client refused: node key not admitted");
+            }
             let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
             return Err(ConnError::NotAdmitted(key_hex(&client_key)));
         }

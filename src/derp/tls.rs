@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -16,9 +15,6 @@ use tracing::debug;
 
 use super::http::handle;
 use super::server::DerpServer;
-
-/// Time allowed for a client to send a complete request header.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts TLS connections on `listener` and serves the DERP endpoints on them until
 /// `shutdown` completes. Each connection runs in its own task; failed handshakes and HTTP
@@ -33,7 +29,7 @@ pub async fn serve_tls(
     let acceptor = TlsAcceptor::from(tls);
     crate::listen::accept_each(listener, shutdown, |tcp, peer| {
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(serve_tls_conn(acceptor.clone(), tcp, peer, server.clone()));
+        serve_tls_conn(acceptor.clone(), tcp, peer, server.clone())
     })
     .await;
     debug!("DERP TLS listener stopped");
@@ -53,7 +49,7 @@ async fn serve_tls_conn(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr,
     });
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(crate::listen::HEADER_READ_TIMEOUT)
         .keep_alive(true)
         .serve_connection(TokioIo::new(tls_stream), service)
         .with_upgrades()
@@ -65,6 +61,8 @@ async fn serve_tls_conn(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr,
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::derp::frame::{self, Frame, FrameType};
     use crate::derp::server::admit_all;

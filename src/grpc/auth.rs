@@ -11,6 +11,7 @@ use http::HeaderMap;
 use tonic::Status;
 
 use crate::db::ApiKey;
+use crate::log_rate::{LogRate, PERIOD};
 use crate::state::api_keys::ApiKeyError;
 use crate::state::State;
 
@@ -21,12 +22,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Refused admin requests, logged at most once per period.
+static REFUSED: LogRate = LogRate::new(PERIOD);
+
 /// Checks the API key of a request that came `via` a transport (named in the log). A
-/// refusal is logged (with the key's prefix only) and answered with `UNAUTHENTICATED`; a
-/// database failure with `INTERNAL`.
+/// refusal is logged (with the key's prefix only, at most once per period) and answered with
+/// `UNAUTHENTICATED`; a database failure with `INTERNAL`.
 pub async fn authorize(state: &State, headers: &HeaderMap, via: &str) -> Result<ApiKey, Status> {
     let Some(token) = bearer(headers) else {
-        tracing::warn!(via, "refused an admin API request without an API key");
+        if let Some(left_out) = REFUSED.allow() {
+            tracing::warn!(via, left_out, "refused an admin API request without an API key");
+        }
         return Err(Status::unauthenticated("an API key is required: send Authorization: Bearer <api key>"));
     };
     match state.authenticate_api_key(token).await {
@@ -37,7 +43,9 @@ pub async fn authorize(state: &State, headers: &HeaderMap, via: &str) -> Result<
         }
         Err(e) => {
             // The error names the prefix at most; the secret never reaches the log.
-            tracing::warn!(via, reason = %e, "refused an admin API request");
+            if let Some(left_out) = REFUSED.allow() {
+                tracing::warn!(via, reason = %e, left_out, "refused an admin API request");
+            }
             let message = match e {
                 ApiKeyError::Expired(..) => "the API key has expired",
                 _ => "invalid API key",
