@@ -7,7 +7,7 @@ mod secret;
 
 pub use check::matches;
 
-pub use pending::{AuthId, PendingRegistration, PendingRegistrations, Verdict};
+pub use pending::{AuthId, PendingFull, PendingRegistration, PendingRegistrations, Verdict};
 pub use secret::{
     api_key_prefix, generate_api_key, generate_pre_auth_key, is_legacy_pre_auth_key, split_api_key, split_pre_auth_key,
     GeneratedKey, LEGACY_KEY_PREFIX,

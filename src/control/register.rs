@@ -4,10 +4,14 @@ use http::{Response, StatusCode};
 
 use super::Control;
 use crate::counters::{self, Registration};
+use crate::log_rate::{LogRate, PERIOD};
 use crate::mapper::TAGGED_DEVICES_USER_ID;
 use crate::response::{json, text, Body};
 use crate::state::{NodeEntry, RegisterError, RegisterOutcome};
 use crate::tailcfg::{MachineKey, RegisterLogin, RegisterRequest, RegisterResponse, RegisterUser};
+
+/// Refused registrations, logged at most once per period: anyone with a machine key can ask.
+static REFUSED: LogRate = LogRate::new(PERIOD);
 
 /// Answers a registration request from `machine_key`.
 pub async fn handle(ctrl: &Control, machine_key: MachineKey, body: &[u8]) -> Response<Body> {
@@ -44,7 +48,9 @@ pub async fn handle(ctrl: &Control, machine_key: MachineKey, body: &[u8]) -> Res
             text(StatusCode::INTERNAL_SERVER_ERROR, "registration failed; see the server log")
         }
         Err(e) => {
-            tracing::info!(%machine_key, %node_key, reason = %e, "registration refused");
+            if let Some(left_out) = REFUSED.allow() {
+                tracing::info!(%machine_key, %node_key, reason = %e, left_out, "registration refused");
+            }
             json(StatusCode::OK, &RegisterResponse::error(e.to_string()))
         }
     }

@@ -30,9 +30,7 @@ static REFUSED: LogRate = LogRate::new(PERIOD);
 /// `UNAUTHENTICATED`; a database failure with `INTERNAL`.
 pub async fn authorize(state: &State, headers: &HeaderMap, via: &str) -> Result<ApiKey, Status> {
     let Some(token) = bearer(headers) else {
-        if let Some(left_out) = REFUSED.allow() {
-            tracing::warn!(via, left_out, "refused an admin API request without an API key");
-        }
+        log_refusal(&REFUSED, via, &"no API key");
         return Err(Status::unauthenticated("an API key is required: send Authorization: Bearer <api key>"));
     };
     match state.authenticate_api_key(token).await {
@@ -43,15 +41,20 @@ pub async fn authorize(state: &State, headers: &HeaderMap, via: &str) -> Result<
         }
         Err(e) => {
             // The error names the prefix at most; the secret never reaches the log.
-            if let Some(left_out) = REFUSED.allow() {
-                tracing::warn!(via, reason = %e, left_out, "refused an admin API request");
-            }
+            log_refusal(&REFUSED, via, &e);
             let message = match e {
                 ApiKeyError::Expired(..) => "the API key has expired",
                 _ => "invalid API key",
             };
             Err(Status::unauthenticated(message))
         }
+    }
+}
+
+/// Logs a refused admin request, if `rate` allows a line now.
+fn log_refusal(rate: &LogRate, via: &str, reason: &dyn std::fmt::Display) {
+    if let Some(left_out) = rate.allow() {
+        tracing::warn!(via, %reason, left_out, "refused an admin API request");
     }
 }
 
@@ -164,10 +167,20 @@ mod tests {
         let expired = authorize(&state, &with_key(&full), "test").await.expect_err("expired");
         assert_eq!(expired.message(), "the API key has expired");
 
+        // What is logged, with a rate of its own (the server's is shared by every test here).
+        let wrong_secret = state.authenticate_api_key(&wrong).await.expect_err("a wrong secret");
+        let expired = state.authenticate_api_key(&full).await.expect_err("expired");
+        for reason in [&wrong_secret, &expired] {
+            log_refusal(&LogRate::new(PERIOD), "test", reason);
+        }
+        let once = LogRate::new(PERIOD);
+        log_refusal(&once, "flood", &"no API key");
+        log_refusal(&once, "flood", &"no API key");
+
         let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
-        assert_eq!(logs.matches("refused an admin API request").count(), 3, "{logs}");
         assert!(logs.contains(&format!("API key \"{}\" has a wrong secret", key.prefix)), "{logs}");
         assert!(logs.contains("expired at"), "{logs}");
+        assert_eq!(logs.matches("via=\"flood\"").count(), 1, "one line per period: {logs}");
         for secret in [&full[full.len() - 64..], &wrong[wrong.len() - 64..]] {
             assert!(!logs.contains(secret), "the log shows a secret: {logs}");
         }

@@ -77,7 +77,7 @@ fn status(e: StateError) -> Status {
         | StateError::Tags(_) => Status::invalid_argument(message),
         StateError::Policy(_) => Status::invalid_argument(message),
         StateError::PolicyFile { .. } => Status::internal(message),
-        StateError::Exhausted(_) => Status::resource_exhausted(message),
+        StateError::Exhausted(_) | StateError::PendingFull(_) => Status::resource_exhausted(message),
     }
 }
 

@@ -80,6 +80,8 @@ pub enum StateError {
     #[error("invalid registration id {0:?}: it looks like hskey-authreq-<id>")]
     InvalidAuthId(String),
     #[error(transparent)]
+    PendingFull(#[from] crate::auth::PendingFull),
+    #[error(transparent)]
     Tags(#[from] register::TagsNotPermitted),
 }
 

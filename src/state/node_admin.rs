@@ -188,7 +188,7 @@ impl State {
             hostinfo: Some(Hostinfo { hostname: name.to_string(), routable_ips, ..Default::default() }),
             ..Default::default()
         };
-        self.pending.insert(auth_id.to_string(), machine_key, request.clone());
+        self.pending.insert(auth_id.to_string(), machine_key, request.clone())?;
         Ok((owner, machine_key, request))
     }
 }

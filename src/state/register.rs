@@ -9,11 +9,11 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{Change, NodeEntry, State, StateError};
-use crate::auth::{is_legacy_pre_auth_key, split_pre_auth_key, Verdict, LEGACY_KEY_PREFIX};
+use crate::auth::{is_legacy_pre_auth_key, split_pre_auth_key, PendingFull, Verdict, LEGACY_KEY_PREFIX};
 use crate::model::{KeyHash, Node, PreAuthKey, RegisterMethod, UserId};
 use crate::names::{sanitize_hostname, unique_name};
 use crate::policy::PolicyUser;
-use crate::tailcfg::{MachineKey, RegisterRequest};
+use crate::tailcfg::{MachineKey, NodeKey, RegisterRequest};
 
 /// Why a registration was refused; the text goes back to the client.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,10 @@ pub enum RegisterError {
     NotYourNode,
     #[error("registration was rejected: {0}")]
     Rejected(String),
+    #[error("the node key is missing")]
+    NoNodeKey,
+    #[error(transparent)]
+    PendingFull(#[from] PendingFull),
     #[error(transparent)]
     Tags(#[from] TagsNotPermitted),
     #[error("internal error: {0}")]
@@ -72,6 +76,9 @@ impl State {
         machine_key: MachineKey,
         req: RegisterRequest,
     ) -> Result<RegisterOutcome, RegisterError> {
+        if req.node_key == NodeKey([0; 32]) {
+            return Err(RegisterError::NoNodeKey);
+        }
         let now = Utc::now();
         let snap = self.snapshot();
         if let Some(holder) = snap.node_by_key(&req.node_key) {
@@ -124,7 +131,7 @@ impl State {
                 Ok(RegisterOutcome::Authorized(entry))
             }
             None => {
-                let id = self.pending.start(machine_key, req);
+                let id = self.pending.start(machine_key, req)?;
                 Ok(RegisterOutcome::NeedsAuth(self.auth_url(&id)))
             }
         }
@@ -178,7 +185,7 @@ impl State {
         let id = req.followup.rsplit('/').next().unwrap_or_default().to_string();
         let Some(mut verdict) = self.pending.watch(&id, &machine_key) else {
             // Unknown or expired: start over with a new URL.
-            let id = self.pending.start(machine_key, RegisterRequest { followup: String::new(), ..req });
+            let id = self.pending.start(machine_key, RegisterRequest { followup: String::new(), ..req })?;
             return Ok(RegisterOutcome::NeedsAuth(self.auth_url(&id)));
         };
         let decided = tokio::time::timeout(FOLLOWUP_WAIT, verdict.wait_for(Option::is_some)).await;

@@ -107,6 +107,12 @@ async fn interactive_registration_waits_for_approval(db: Db) {
         other => panic!("{other:?}"),
     };
     let id = url.rsplit('/').next().unwrap().to_string();
+    match s.register(mk, req(4, "")).await.unwrap() {
+        RegisterOutcome::NeedsAuth(again) => assert_eq!(again, url, "a machine asking again keeps its URL"),
+        other => panic!("{other:?}"),
+    }
+    let nameless = s.register(MachineKey([5; 32]), req(0, "")).await;
+    assert!(matches!(nameless, Err(RegisterError::NoNodeKey)), "a request without a node key waits for nothing");
     let waiter = {
         let s = s.clone();
         let follow = RegisterRequest { followup: url.clone(), ..req(4, "") };
