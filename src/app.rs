@@ -340,14 +340,14 @@ async fn serve_http(
     router: Arc<Router>,
     stopped: impl std::future::Future<Output = ()>,
 ) {
-    crate::listen::accept_each(listener, stopped, |tcp, _peer| {
+    crate::listen::accept_each(listener, stopped, |tcp, _peer, slot| {
         let _ = tcp.set_nodelay(true);
         let (router, tls) = (router.clone(), tls.clone());
         async move {
             match tls {
-                None => serve_connection(tcp, router).await,
+                None => serve_connection(tcp, router, slot).await,
                 Some(acceptor) => match crate::tls::accept(&acceptor, tcp).await {
-                    Ok(stream) => serve_connection(stream, router).await,
+                    Ok(stream) => serve_connection(stream, router, slot).await,
                     Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                 },
             }
@@ -356,9 +356,17 @@ async fn serve_http(
     .await
 }
 
-/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one accepted connection.
-async fn serve_connection(io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static, router: Arc<Router>) {
-    let service = service_fn(move |req| router.clone().route(req));
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one accepted connection; each request carries
+/// the connection's slot, for a handler that upgrades it.
+async fn serve_connection(
+    io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    router: Arc<Router>,
+    slot: crate::listen::Slot,
+) {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(slot.clone());
+        router.clone().route(req)
+    });
     if let Err(e) = crate::listen::http_server().serve_connection_with_upgrades(TokioIo::new(io), service).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }

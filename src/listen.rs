@@ -6,7 +6,8 @@
 //! to its hard limit ([`raise_fd_limit`]) and the listeners together hold at most that many
 //! connections less [`RESERVED_FDS`] (the database, files, the local socket). A connection
 //! over the limit is answered `503` and closed at once, and the server keeps serving those it
-//! has. Failed accepts back off up to a second, and are logged at most once per
+//! has. A connection upgraded to another protocol (ts2021, DERP) takes its [`Slot`] along, so
+//! it counts for as long as it lives. Failed accepts back off up to a second, and are logged at most once per
 //! [`crate::log_rate::PERIOD`].
 
 use std::future::Future;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::log_rate::{LogRate, PERIOD};
 
@@ -71,12 +72,20 @@ pub fn connection_limit() -> usize {
     slots().1
 }
 
+/// A connection's hold on one of the shared slots. Clones share it; the slot is free again
+/// when the last one goes. Requests carry one in their extensions, so that a handler that
+/// upgrades the connection can keep it in the task that serves the upgraded stream.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
+
 /// Accepts connections on `listener` until `stopped`, running what `serve` makes of each (with
-/// its peer address) in a task of its own while it holds one of the shared connection slots.
+/// its peer address and its [`Slot`]) in a task of its own that holds the slot until it ends.
 pub async fn accept_each<F>(
     listener: TcpListener,
     stopped: impl Future<Output = ()>,
-    serve: impl FnMut(TcpStream, SocketAddr) -> F,
+    serve: impl FnMut(TcpStream, SocketAddr, Slot) -> F,
 ) where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -87,7 +96,7 @@ async fn accept_with<F>(
     listener: TcpListener,
     stopped: impl Future<Output = ()>,
     slots: Arc<Semaphore>,
-    mut serve: impl FnMut(TcpStream, SocketAddr) -> F,
+    mut serve: impl FnMut(TcpStream, SocketAddr, Slot) -> F,
 ) where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -113,14 +122,15 @@ async fn accept_with<F>(
             }
         };
         backoff = Duration::from_millis(50);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
             if let Some(left_out) = REFUSED.allow() {
                 tracing::warn!(%peer, left_out, "refused a connection: the server holds as many as it may");
             }
             let _ = tcp.try_write(REFUSAL);
             continue;
         };
-        let served = serve(tcp, peer);
+        let slot = Slot { _permit: Arc::new(permit) };
+        let served = serve(tcp, peer, slot.clone());
         tokio::spawn(async move {
             served.await;
             drop(slot);
@@ -160,7 +170,7 @@ mod tests {
                 let _ = stopped.await;
             },
             slots.clone(),
-            |mut tcp, _| async move {
+            |mut tcp, _, _| async move {
                 // Echoes one line, then holds the connection until the client closes it.
                 let mut buf = [0u8; 64];
                 while let Ok(n) = tcp.read(&mut buf).await {

@@ -63,7 +63,7 @@ fn answer(state: &State, peer: SocketAddr, req: &Request<hyper::body::Incoming>)
 
 /// Serves the metrics listener until `stopped`.
 pub async fn serve(listener: TcpListener, state: Arc<State>, stopped: impl std::future::Future<Output = ()>) {
-    crate::listen::accept_each(listener, stopped, |tcp, peer| {
+    crate::listen::accept_each(listener, stopped, |tcp, peer, _slot| {
         let state = state.clone();
         async move {
             let service = service_fn(move |req| {

@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{route, Control, MAX_BODY};
 use crate::http2::{self, HandlerFuture};
+use crate::listen::Slot;
 use crate::log_rate::{LogRate, PERIOD};
 use crate::noise::{self, early_payload, Initiation, NoiseStream};
 use crate::response::{empty, text, Body};
@@ -50,8 +51,11 @@ pub async fn upgrade(ctrl: Arc<Control>, req: Request<Incoming>) -> Response<Bod
         }
     };
     let machine_key = accepted.machine_key;
+    // The channel keeps the connection's slot for as long as it lives.
+    let slot = req.extensions().get::<Slot>().cloned();
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {

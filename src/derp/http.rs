@@ -96,9 +96,12 @@ where
             if req.method() != Method::GET && req.method() != Method::POST {
                 return text(StatusCode::METHOD_NOT_ALLOWED, "DERP upgrade needs GET or POST\n");
             }
+            // The relayed connection keeps the slot of the connection it came on.
+            let slot = req.extensions().get::<crate::listen::Slot>().cloned();
             let on_upgrade = hyper::upgrade::on(&mut req);
             let server_for_task = server.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 match on_upgrade.await {
                     Ok(upgraded) => server_for_task.serve_conn(TokioIo::new(upgraded)).await,
                     Err(e) => debug!(error = %e, "DERP HTTP upgrade failed"),

@@ -27,15 +27,21 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    crate::listen::accept_each(listener, shutdown, |tcp, peer| {
+    crate::listen::accept_each(listener, shutdown, |tcp, peer, slot| {
         let _ = tcp.set_nodelay(true);
-        serve_tls_conn(acceptor.clone(), tcp, peer, server.clone())
+        serve_tls_conn(acceptor.clone(), tcp, peer, server.clone(), slot)
     })
     .await;
     debug!("DERP TLS listener stopped");
 }
 
-async fn serve_tls_conn(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr, server: Arc<DerpServer>) {
+async fn serve_tls_conn(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    server: Arc<DerpServer>,
+    slot: crate::listen::Slot,
+) {
     let tls_stream = match crate::tls::accept(&acceptor, tcp).await {
         Ok(s) => s,
         Err(e) => {
@@ -43,7 +49,8 @@ async fn serve_tls_conn(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr,
             return;
         }
     };
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(slot.clone());
         let server = server.clone();
         async move { Ok::<_, Infallible>(handle(server, req).await) }
     });

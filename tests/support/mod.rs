@@ -51,14 +51,36 @@ pub struct Serving {
 impl Serving {
     /// Starts `headscale -c CONFIG serve` and waits until `/health` on `port` answers.
     pub fn start(config: &Path, port: u16) -> Serving {
-        let child = Command::new(env!("CARGO_BIN_EXE_headscale"))
-            .arg("-c")
-            .arg(config)
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        Self::spawn(Self::command(config), port)
+    }
+
+    /// Like [`Serving::start`], with the process's open-file limit (soft and hard) at `files`.
+    pub fn start_with_open_files(config: &Path, port: u16, files: u64) -> Serving {
+        use std::os::unix::process::CommandExt;
+        let mut command = Self::command(config);
+        // SAFETY: runs in the child between fork and exec and only calls setrlimit, which is
+        // async-signal-safe, on a struct that lives on the child's stack.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit { rlim_cur: files, rlim_max: files };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Self::spawn(command, port)
+    }
+
+    fn command(config: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_headscale"));
+        command.arg("-c").arg(config).arg("serve").stdout(Stdio::null()).stderr(Stdio::null());
+        command
+    }
+
+    fn spawn(mut command: Command, port: u16) -> Serving {
+        let child = command.spawn().unwrap();
         let mut server = Serving { child, port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !healthy(port) {
