@@ -13,6 +13,7 @@ pub mod counters;
 pub mod db;
 pub mod derp;
 pub mod derp_map;
+pub mod detached;
 pub mod duration;
 pub mod grpc;
 pub mod http2;

@@ -18,6 +18,7 @@ use tonic::Status;
 
 pub use routes::{RouteError, Routes};
 
+use crate::detached::run_to_end;
 use crate::grpc::{authorize, AdminService, FILE_DESCRIPTOR_SET};
 use crate::response::Body;
 use crate::state::State;
@@ -33,10 +34,12 @@ static ROUTES: LazyLock<Result<Routes, RouteError>> =
 /// HTTP status grpc-gateway gives its gRPC code.
 pub async fn handle<B>(state: Arc<State>, req: Request<B>) -> Response<Body>
 where
-    B: hyper::body::Body<Data = Bytes>,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (status, body) = match serve(state, req).await {
+    // The request runs to its end even if the client goes: a write and its publish go together.
+    let served = run_to_end(serve(state, req)).await.unwrap_or_else(|| Err(Status::unavailable("shutting down")));
+    let (status, body) = match served {
         Ok(bytes) => (StatusCode::OK, bytes),
         Err(e) => (json::http_status(e.code()), serde_json::to_vec(&json::error_body(&e)).unwrap_or_default()),
     };
@@ -48,7 +51,7 @@ where
 
 async fn serve<B>(state: Arc<State>, req: Request<B>) -> Result<Vec<u8>, Status>
 where
-    B: hyper::body::Body<Data = Bytes>,
+    B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     authorize(&state, req.headers(), "REST").await?;
@@ -73,4 +76,36 @@ where
     let message = DynamicMessage::decode(route.method.output(), output.as_slice())
         .map_err(|e| Status::internal(format!("cannot read the response: {e}")))?;
     json::response(&message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::Full;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::db::Db;
+
+    #[tokio::test]
+    async fn a_request_runs_to_its_end_when_the_client_goes() {
+        let config = Arc::new(Config::embedded(std::path::Path::new("/nonexistent")));
+        let state = State::load(config, Db::open_in_memory().expect("db")).await.expect("state");
+        let (_, key) = state.create_api_key(chrono::Utc::now() + chrono::Duration::hours(1)).await.expect("a key");
+        let req = Request::post("/api/v1/user")
+            .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Full::new(Bytes::from_static(br#"{"name": "late"}"#)))
+            .expect("a request");
+        // The client gives up before any answer.
+        let gone = tokio::time::timeout(Duration::ZERO, handle(state.clone(), req)).await;
+        assert!(gone.is_err(), "answered at once: {gone:?}");
+        for _ in 0..100 {
+            if state.snapshot().user_by_name("late").is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the request stopped when its client went away");
+    }
 }

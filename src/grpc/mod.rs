@@ -26,6 +26,7 @@ pub use convert::{timestamp, to_datetime};
 pub use service::AdminService;
 
 use crate::config::Config;
+use crate::detached::RunToEndLayer;
 use crate::state::State;
 
 /// The generated `headscale.v1` messages, client and server.
@@ -93,6 +94,7 @@ pub async fn serve_unix(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(permission)).map_err(io_err)?;
     tracing::debug!(path = %path.display(), "admin API listening on unix socket");
     let served = tonic::transport::Server::builder()
+        .layer(RunToEndLayer)
         .add_service(service(state))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener).map(|c| c.map(authority::filtered)), shutdown)
         .await;
@@ -139,7 +141,10 @@ pub async fn serve_tcp(
     shutdown: impl Future<Output = ()>,
 ) {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let server = tonic::transport::Server::builder().layer(ApiKeyLayer::new(state.clone())).add_service(service(state));
+    let server = tonic::transport::Server::builder()
+        .layer(RunToEndLayer)
+        .layer(ApiKeyLayer::new(state.clone()))
+        .add_service(service(state));
     let served = match tls {
         None => {
             tracing::warn!(%addr, "remote gRPC is served without TLS (grpc_allow_insecure); API keys cross the network in clear");
