@@ -1,7 +1,8 @@
 //! The NodeStore at 10,000 nodes: lock-free reads (load the snapshot, look a node up by key),
 //! publishing a changed node into a new snapshot, and the write path through `State` for
 //! map-request updates: one update (publish and change event; the database write is batched),
-//! and a thousand updates from different nodes followed by their one batched database write.
+//! and a thousand updates from different nodes followed by their one batched database write;
+//! and one registration (one committed transaction in SQLite's WAL, as durable as configured).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ fn publish(c: &mut Criterion) {
 fn state_write(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = rt.block_on(async {
+    let (state, key) = rt.block_on(async {
         let config = Arc::new(Config::embedded(dir.path()));
         let db = Db::open(&dir.path().join("bench.sqlite"), true, 1000).expect("db");
         let state = State::load(config, db).await.expect("state");
@@ -54,11 +55,12 @@ fn state_write(c: &mut Criterion) {
             let req = headscale::tailcfg::RegisterRequest {
                 node_key: node(i, None).node_key,
                 auth: Some(headscale::tailcfg::RegisterAuth { auth_key: key.clone() }),
+                hostinfo: Some(node(i, None).hostinfo),
                 ..Default::default()
             };
             state.register(mk, req).await.expect("register");
         }
-        state
+        (state, key)
     });
     let id_of = |i: u32| state.snapshot().node_by_key(&node(i, None).node_key).expect("node").node.id;
     let update = |i: u32, port: u16| MapRequest {
@@ -73,6 +75,24 @@ fn state_write(c: &mut Criterion) {
             port = port.wrapping_add(1);
             let (state, req) = (state.clone(), update(4242, port));
             async move { state.apply_map_request(target, &req).await.expect("applies") }
+        })
+    });
+    let mut next = NODES;
+    c.bench_function("state/register_one_node_10k_sqlite_wal", |b| {
+        b.to_async(&rt).iter(|| {
+            next += 1;
+            let (state, fresh) = (state.clone(), node(next, None));
+            let key = key.clone();
+            async move {
+                let mk = headscale::tailcfg::MachineKey(*fresh.machine_key.as_bytes());
+                let req = headscale::tailcfg::RegisterRequest {
+                    node_key: fresh.node_key,
+                    auth: Some(headscale::tailcfg::RegisterAuth { auth_key: key }),
+                    hostinfo: Some(fresh.hostinfo),
+                    ..Default::default()
+                };
+                state.register(mk, req).await.expect("register")
+            }
         })
     });
     let batch: Vec<(u32, u64)> = (1..=1000).map(|i| (i, id_of(i))).collect();

@@ -54,6 +54,9 @@ pub struct Snapshot {
     pub users: imbl::OrdMap<UserId, Arc<User>>,
     pub by_node_key: imbl::HashMap<NodeKey, NodeId>,
     pub by_machine_key: imbl::HashMap<MachineKey, NodeId>,
+    /// Given names with the nodes that hold them (a database taken over may hold a name
+    /// twice), so that finding a free name costs a lookup, not a pass over every node.
+    by_given_name: imbl::OrdSet<(String, NodeId)>,
     /// The policy's answers for these nodes.
     pub policy: Arc<PolicyView>,
     /// Nodes were added since the policy was last compiled: until the coalesced compile
@@ -116,7 +119,8 @@ impl Snapshot {
 
     /// Whether a node already uses this DNS label (other than `except`).
     pub fn given_name_taken(&self, name: &str, except: Option<NodeId>) -> bool {
-        self.nodes.values().any(|e| e.node.given_name == name && Some(e.node.id) != except)
+        let from = (name.to_string(), NodeId::MIN);
+        self.by_given_name.range(from..).take_while(|(n, _)| n == name).any(|(_, id)| Some(*id) != except)
     }
 
     /// Inserts or replaces a node, keeping the key indexes right.
@@ -128,9 +132,13 @@ impl Snapshot {
             if old.node.machine_key != entry.node.machine_key {
                 self.by_machine_key.remove(&old.node.machine_key);
             }
+            if old.node.given_name != entry.node.given_name {
+                self.by_given_name.remove(&(old.node.given_name.clone(), old.node.id));
+            }
         }
         self.by_node_key.insert(entry.node.node_key, entry.node.id);
         self.by_machine_key.insert(entry.node.machine_key, entry.node.id);
+        self.by_given_name.insert((entry.node.given_name.clone(), entry.node.id));
         self.nodes.insert(entry.node.id, Arc::new(entry));
     }
 
@@ -149,6 +157,28 @@ impl Snapshot {
         let old = self.nodes.remove(&id)?;
         self.by_node_key.remove(&old.node.node_key);
         self.by_machine_key.remove(&old.node.machine_key);
+        self.by_given_name.remove(&(old.node.given_name.clone(), old.node.id));
         Some(old)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::node;
+
+    #[test]
+    fn given_names_are_found_through_their_index() {
+        let named = |i: u32, name: &str| (Node { given_name: name.into(), ..node(i, None) }, false);
+        let mut s = Snapshot::build([], [named(1, "web"), named(2, "web"), named(3, "db")]);
+        assert!(s.given_name_taken("web", None));
+        assert!(s.given_name_taken("web", Some(1)), "a name held twice is taken for either holder");
+        assert!(!s.given_name_taken("db", Some(3)), "a node's own name is free for it");
+        assert!(!s.given_name_taken("we", None) && !s.given_name_taken("webb", None));
+        s.remove_node(2);
+        assert!(!s.given_name_taken("web", Some(1)));
+        let renamed = NodeEntry::new(Node { given_name: "api".into(), ..node(1, None) }, false);
+        s.put_node(renamed);
+        assert!(!s.given_name_taken("web", None) && s.given_name_taken("api", None));
     }
 }
