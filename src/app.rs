@@ -66,11 +66,24 @@ pub fn load_or_generate_key(path: &Path) -> Result<PrivateKey, AppError> {
     }
 }
 
+/// Writes a new key file so that a crash never leaves a partial one: the key goes to a
+/// temporary file beside it, is synced, and is linked into place (never replacing a file
+/// that appeared meanwhile), and the directory is synced.
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(content.as_bytes())
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()?;
+        std::fs::hard_link(&temporary, path)
+    })();
+    let _ = std::fs::remove_file(&temporary);
+    written?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// How long start-up keeps trying to reach the database.
@@ -414,5 +427,24 @@ async fn expiry_ticker(state: Arc<State>, stopped: impl std::future::Future<Outp
         let now = chrono::Utc::now();
         state.publish_expired(last, now).await;
         last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_new_key_file_is_whole_private_and_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keys").join("noise_private.key");
+        let made = load_or_generate_key(&path).expect("generated");
+        assert_eq!(std::fs::metadata(&path).expect("written").permissions().mode() & 0o777, 0o600);
+        let again = load_or_generate_key(&path).expect("read back");
+        assert_eq!(again.to_string(), made.to_string());
+        let left: Vec<_> = std::fs::read_dir(path.parent().expect("dir")).expect("listed").collect();
+        assert_eq!(left.len(), 1, "no temporary file is left beside the key");
     }
 }

@@ -40,22 +40,23 @@ fn key_bytes(kind: u8, i: u32) -> [u8; 32] {
     k
 }
 
-/// Node `i` (1-based) of user `user` (tagged when `user` is `None`).
+/// Node `i` (1-based, up to about four million) of user `user` (tagged when `user` is `None`).
 pub fn node(i: u32, user: Option<u64>) -> Node {
-    let (hi, lo) = ((i >> 8) as u8, i as u8);
+    let (hi, lo) = ((i >> 8) % 20_000, i as u8);
     Node {
         id: i as u64,
         machine_key: MachineKey(key_bytes(0, i)),
         node_key: NodeKey(key_bytes(0x10, i)),
         disco_key: Some(DiscoKey(key_bytes(0x20, i))),
-        endpoints: vec![format!("192.0.2.{lo}:{}", 41641 + hi as u32).parse().expect("valid")],
+        endpoints: vec![format!("192.0.2.{lo}:{}", 41641 + hi).parse().expect("valid")],
         hostinfo: Hostinfo {
             hostname: format!("host-{i}"),
             os: "linux".into(),
             net_info: Some(NetInfo { preferred_derp: 999, ..Default::default() }),
             ..Default::default()
         },
-        ipv4: Some(format!("100.64.{hi}.{lo}").parse().expect("valid")),
+        // 100.64.(i / 256).(i % 256) while that is an address, then on through 100.64.0.0/10.
+        ipv4: Some(std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0)) + i)),
         ipv6: Some(format!("fd7a:115c:a1e0::{i:x}").parse().expect("valid")),
         hostname: format!("host-{i}"),
         given_name: format!("host-{i}"),

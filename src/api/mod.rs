@@ -97,9 +97,10 @@ mod tests {
             .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
             .body(Full::new(Bytes::from_static(br#"{"name": "late"}"#)))
             .expect("a request");
-        // The client gives up before any answer.
-        let gone = tokio::time::timeout(Duration::ZERO, handle(state.clone(), req)).await;
-        assert!(gone.is_err(), "answered at once: {gone:?}");
+        // The client gives up after the request was taken, before any answer.
+        let mut request = Box::pin(handle(state.clone(), req));
+        assert!(futures_util::poll!(&mut request).is_pending());
+        drop(request);
         for _ in 0..100 {
             if state.snapshot().user_by_name("late").is_some() {
                 return;
