@@ -55,9 +55,11 @@ pub fn node(i: u32, user: Option<u64>) -> Node {
             net_info: Some(NetInfo { preferred_derp: 999, ..Default::default() }),
             ..Default::default()
         },
-        // 100.64.(i / 256).(i % 256) while that is an address, then on through 100.64.0.0/10.
+        // 100.64.(i / 256).(i % 256) and fd7a:115c:a1e0::(i in hex), on through the prefixes.
         ipv4: Some(std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0)) + i)),
-        ipv6: Some(format!("fd7a:115c:a1e0::{i:x}").parse().expect("valid")),
+        ipv6: Some(std::net::Ipv6Addr::from(
+            u128::from(std::net::Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0)) + u128::from(i),
+        )),
         hostname: format!("host-{i}"),
         given_name: format!("host-{i}"),
         user_id: user,
