@@ -121,6 +121,7 @@ async fn open_database_patiently(config: &Config) -> Result<Db, AppError> {
 /// create or migrate), one sentence each.
 pub fn check(config: &Config) -> Result<Vec<String>, AppError> {
     reject_unsupported(config)?;
+    crate::grpc::parse_permission(&config.unix_socket_permission)?;
     let mut notes = crate::config::notices::warnings(config);
     notes.extend(crate::grpc::remote_skipped(config));
     let mut key = |what: &str, path: &Path| -> Result<(), AppError> {
@@ -312,7 +313,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
     tasks.push(tokio::spawn(state.clone().watch_policy_file(stopped())));
     let socket_state = state.clone();
     let socket = config.unix_socket.clone();
-    let permission = u32::from_str_radix(config.unix_socket_permission.trim_start_matches("0o"), 8).unwrap_or(0o770);
+    let permission = crate::grpc::parse_permission(&config.unix_socket_permission)?;
     let grpc_stop = stopped();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = crate::grpc::serve_unix(&socket, permission, socket_state, grpc_stop).await {

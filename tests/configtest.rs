@@ -1,6 +1,7 @@
 //! `headscale configtest` checks a configuration without writing anything: missing key files
 //! and a missing database are reported as what `serve` will create, an existing database is
-//! read (never migrated), and one written by a newer server is refused.
+//! read (never migrated), and one written by a newer server is refused; so is a socket mode
+//! that is not octal, which `serve` refuses too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -75,4 +76,16 @@ fn configtest_refuses_a_database_from_a_newer_server_and_a_bad_key_file() {
     let (ok, _, stderr) = configtest(&config);
     assert!(!ok);
     assert!(stderr.contains("noise_private.key"), "{stderr}");
+}
+
+#[test]
+fn configtest_and_serve_refuse_a_socket_mode_that_is_not_octal() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let config = support::write_config(dir.path(), port, "unix_socket_permission: \"0o7g0\"\n");
+    let (ok, _, err) = configtest(&config);
+    assert!(!ok && err.contains("invalid unix_socket_permission \"0o7g0\""), "{err}");
+    let serve = Command::new(env!("CARGO_BIN_EXE_headscale")).arg("-c").arg(&config).arg("serve").output().unwrap();
+    assert!(!serve.status.success());
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("unix_socket_permission"), "{serve:?}");
 }

@@ -73,7 +73,7 @@ pub fn service(state: Arc<State>) -> pb::headscale_service_server::HeadscaleServ
 
 /// Serves the admin API on a unix socket until `shutdown` completes. A stale socket file is
 /// replaced (but not one a running server still answers on), the parent directory is created,
-/// and the socket gets `permission` as its mode.
+/// and the socket has `permission` as its mode from the moment it can be reached.
 pub async fn serve_unix(
     path: &Path,
     permission: u32,
@@ -90,8 +90,18 @@ pub async fn serve_unix(
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io_err)?;
     }
-    let listener = UnixListener::bind(path).map_err(io_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(permission)).map_err(io_err)?;
+    // Bound under a temporary name, given its mode, then moved into place: nobody can
+    // connect through a mode the umask left before `permission` applies.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&temporary);
+    let listener = UnixListener::bind(&temporary).map_err(io_err)?;
+    let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(permission))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(io_err(e));
+    }
     tracing::debug!(path = %path.display(), "admin API listening on unix socket");
     let served = tonic::transport::Server::builder()
         .layer(RunToEndLayer)
