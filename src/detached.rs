@@ -5,7 +5,6 @@
 //! gRPC service run in a task of their own, which a departing client cannot cancel.
 
 use std::future::Future;
-use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 
@@ -24,48 +23,18 @@ where
     }
 }
 
-/// A tower layer that runs each request of the service it wraps with [`run_to_end`]; a
+/// A gRPC request's future run with [`run_to_end`], for `tower::util::MapFutureLayer`; a
 /// request cut off by shutdown is answered `UNAVAILABLE`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunToEndLayer;
-
-impl<S> tower::Layer<S> for RunToEndLayer {
-    type Service = RunToEnd<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RunToEnd { inner }
-    }
-}
-
-/// The service [`RunToEndLayer`] builds.
-#[derive(Debug, Clone)]
-pub struct RunToEnd<S> {
-    inner: S,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for RunToEnd<S>
+pub fn grpc_to_end<F, E>(work: F) -> BoxFuture<'static, Result<http::Response<tonic::body::Body>, E>>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
+    F: Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send + 'static,
+    E: Send + 'static,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let work = self.inner.call(req);
-        Box::pin(async move {
-            run_to_end(work)
-                .await
-                .unwrap_or_else(|| Ok(tonic::Status::unavailable("the server is shutting down").into_http()))
-        })
-    }
+    Box::pin(async move {
+        run_to_end(work)
+            .await
+            .unwrap_or_else(|| Ok(tonic::Status::unavailable("the server is shutting down").into_http()))
+    })
 }
 
 #[cfg(test)]

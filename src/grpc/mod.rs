@@ -26,7 +26,7 @@ pub use convert::{timestamp, to_datetime};
 pub use service::AdminService;
 
 use crate::config::Config;
-use crate::detached::RunToEndLayer;
+use crate::detached::grpc_to_end;
 use crate::state::State;
 
 /// The generated `headscale.v1` messages, client and server.
@@ -104,7 +104,7 @@ pub async fn serve_unix(
     }
     tracing::debug!(path = %path.display(), "admin API listening on unix socket");
     let served = tonic::transport::Server::builder()
-        .layer(RunToEndLayer)
+        .layer(tower::util::MapFutureLayer::new(grpc_to_end))
         .add_service(service(state))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener).map(|c| c.map(authority::filtered)), shutdown)
         .await;
@@ -152,7 +152,7 @@ pub async fn serve_tcp(
 ) {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let server = tonic::transport::Server::builder()
-        .layer(RunToEndLayer)
+        .layer(tower::util::MapFutureLayer::new(grpc_to_end))
         .layer(ApiKeyLayer::new(state.clone()))
         .add_service(service(state));
     let served = match tls {
