@@ -673,7 +673,7 @@ async fn cli_session(srv: &ApiServer, c: &Config, mode: &str) -> Result<()> {
     assert!(!line.contains('\n'), "{line}");
     assert_eq!(serde_json::from_str::<Value>(&line)?[0]["email"], "c@example.com");
     let yaml = srv.ok(c, &["users", "list", "-n", &carol, "-o", "yaml"]).await;
-    assert!(yaml.starts_with("- id: '") && yaml.contains(&format!("  name: {carol}\n")), "{yaml}");
+    assert!(yaml.starts_with("- id: ") && yaml.contains(&format!("  name: {carol}\n")), "{yaml}");
     let table = srv.ok(c, &["users", "list", "-n", &carol]).await;
     assert!(table.starts_with("ID | Name | Username") && table.contains(&carol), "{table}");
 
@@ -683,16 +683,19 @@ async fn cli_session(srv: &ApiServer, c: &Config, mode: &str) -> Result<()> {
     let node = srv.ok(c, &["auth", "register", "--auth-id", &auth_id, "-u", &carol]).await;
     assert!(node.starts_with("Node host-4") && node.ends_with(" registered"), "{node}");
     let nodes: Value = serde_json::from_str(&srv.ok(c, &["nodes", "list", "-u", &carol, "-o", "json"]).await)?;
-    let id = nodes[0]["id"].as_str().context("a node id")?.to_string();
+    let id = nodes[0]["id"].as_u64().context("a node id")?.to_string();
     let routes = srv.ok(c, &["nodes", "list-routes", "-i", &id]).await;
     assert!(routes.starts_with("ID | Hostname | Approved | Available | Serving (Primary)"), "{routes}");
-    assert_eq!(srv.ok(c, &["nodes", "delete", "-i", &id, "--force", "-o", "json-line"]).await, "{}");
+    assert_eq!(
+        srv.ok(c, &["nodes", "delete", "-i", &id, "--force", "-o", "json-line"]).await,
+        r#"{"Result":"Node deleted"}"#
+    );
 
     let api_key: String = serde_json::from_str(&srv.ok(c, &["apikeys", "create", "-e", "2h", "-o", "json"]).await)?;
     let prefix = prefix_of(&api_key);
     let listed: Value = serde_json::from_str(&srv.ok(c, &["apikeys", "list", "-o", "json"]).await)?;
     let entry = listed.as_array().into_iter().flatten().find(|k| k["prefix"] == prefix).context("listed")?;
-    let id = entry["id"].as_str().context("an id")?.to_string();
+    let id = entry["id"].as_u64().context("an id")?.to_string();
     let yaml = srv.ok(c, &["api", "ls", "-o", "yaml"]).await;
     assert!(yaml.contains(&format!("prefix: {prefix}")), "{yaml}");
     let table = srv.ok(c, &["apikey", "list"]).await;
@@ -704,7 +707,7 @@ async fn cli_session(srv: &ApiServer, c: &Config, mode: &str) -> Result<()> {
 
     let bad = srv.cli(c, &["users", "create", "bad name", "-o", "json"]).await.expect_err("an invalid name");
     assert!(matches!(&bad, CliError::Request { status, .. } if status.code() == Code::InvalidArgument), "{bad:?}");
-    assert_eq!(srv.ok(c, &["health", "-o", "json-line"]).await, r#"{"databaseConnectivity":true}"#);
+    assert_eq!(srv.ok(c, &["health", "-o", "json-line"]).await, r#"{"database_connectivity":true}"#);
     assert_eq!(srv.ok(c, &["users", "destroy", "-n", &carol, "--force"]).await, "User destroyed");
     Ok(())
 }
