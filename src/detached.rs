@@ -1,8 +1,9 @@
 //! Requests run to their end even when the client stops waiting. A handler that writes does
 //! its database write and then publishes the new snapshot; if the request's future were
 //! dropped between the two (a client reset, a CLI timeout), the database would hold what the
-//! server does not know. So the request handlers of the control channel, the REST API and the
-//! gRPC service run in a task of their own, which a departing client cannot cancel.
+//! server does not know. So registrations that write (`control/register.rs`), the REST API and
+//! the gRPC service run in a task of their own, which a departing client cannot cancel. Map
+//! requests need none: they publish first and leave the database write to a batch.
 
 use std::future::Future;
 

@@ -4,7 +4,7 @@
 //! exact text, tabs included, with keys, key material and times replaced by placeholders.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod support;
 
@@ -14,7 +14,7 @@ struct Cli<'a> {
 
 impl Cli<'_> {
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_headscale")).arg("-c").arg(self.config).args(args).output().unwrap()
+        support::headscale(self.config, args)
     }
 
     /// Runs a command that must succeed and returns what it printed, redacted.

@@ -2,16 +2,9 @@
 //! commands on the configured database itself, with the server stopped, as Headscale v0.29
 //! offers them; what is set this way is what the server enforces when it starts.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 mod support;
 
 const FLAG: &str = "--bypass-grpc-and-access-database-directly";
-
-fn headscale(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_headscale")).arg("-c").arg(config).args(args).output().unwrap()
-}
 
 #[test]
 fn the_policy_is_set_read_and_checked_with_the_server_stopped() {
@@ -23,17 +16,17 @@ fn the_policy_is_set_read_and_checked_with_the_server_stopped() {
     let bad = dir.path().join("bad.hujson");
     std::fs::write(&bad, r#"{"acls": [{"action": "accept", "src": ["group:nobody"], "dst": ["*:*"]}]}"#).unwrap();
 
-    let set = headscale(&config, &["policy", "set", "-f", good.to_str().unwrap(), FLAG]);
+    let set = support::headscale(&config, &["policy", "set", "-f", good.to_str().unwrap(), FLAG]);
     assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
-    let get = headscale(&config, &["policy", "get", FLAG]);
+    let get = support::headscale(&config, &["policy", "get", FLAG]);
     assert!(String::from_utf8_lossy(&get.stdout).contains("*:443"), "{get:?}");
-    let check = headscale(&config, &["policy", "check", "-f", bad.to_str().unwrap(), FLAG]);
+    let check = support::headscale(&config, &["policy", "check", "-f", bad.to_str().unwrap(), FLAG]);
     assert!(!check.status.success());
     assert!(String::from_utf8_lossy(&check.stderr).contains("group:nobody"), "{check:?}");
 
     // The server starts with the policy set while it was stopped.
     let server = support::Serving::start(&config, port);
-    let served = headscale(&config, &["policy", "get"]);
+    let served = support::headscale(&config, &["policy", "get"]);
     drop(server);
     assert!(String::from_utf8_lossy(&served.stdout).contains("*:443"), "{served:?}");
 }

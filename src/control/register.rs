@@ -4,6 +4,7 @@ use http::{Response, StatusCode};
 
 use super::Control;
 use crate::counters::{self, Registration};
+use crate::detached::run_to_end;
 use crate::log_rate::{LogRate, PERIOD};
 use crate::mapper::TAGGED_DEVICES_USER_ID;
 use crate::response::{json, text, Body};
@@ -20,7 +21,17 @@ pub async fn handle(ctrl: &Control, machine_key: MachineKey, body: &[u8]) -> Res
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid RegisterRequest: {e}")),
     };
     let node_key = req.node_key;
-    let outcome = ctrl.state.register(machine_key, req).await;
+    // A registration that writes runs to its end even if the client resets its stream, so its
+    // write and its publish go together. A follow-up only waits for the admin (who writes), and
+    // stops when its client goes: nothing is left waiting for nobody.
+    let outcome = if req.followup.is_empty() {
+        let state = ctrl.state.clone();
+        run_to_end(async move { state.register(machine_key, req).await })
+            .await
+            .unwrap_or_else(|| Err(RegisterError::ShuttingDown))
+    } else {
+        ctrl.state.register(machine_key, req).await
+    };
     counters::registered(match &outcome {
         Ok(RegisterOutcome::Authorized(_)) => Registration::Authorized,
         Ok(RegisterOutcome::NeedsAuth(_)) => Registration::NeedsAuth,

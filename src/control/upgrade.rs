@@ -11,7 +11,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::{route, Control, MAX_BODY};
-use crate::detached::run_to_end;
 use crate::http2::{self, HandlerFuture};
 use crate::listen::Slot;
 use crate::log_rate::{LogRate, PERIOD};
@@ -73,16 +72,7 @@ pub async fn upgrade(ctrl: Arc<Control>, req: Request<Incoming>) -> Response<Bod
             return;
         }
         tracing::debug!(%machine_key, version = accepted.version, "control channel open");
-        // Each request runs to its end even if the client resets its stream: a registration's
-        // write and its publish go together.
-        let handle = move |req| -> HandlerFuture {
-            let work = route(ctrl.clone(), machine_key, req);
-            Box::pin(async move {
-                run_to_end(work)
-                    .await
-                    .unwrap_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"))
-            })
-        };
+        let handle = move |req| -> HandlerFuture { Box::pin(route(ctrl.clone(), machine_key, req)) };
         if let Err(e) = http2::serve(stream, MAX_BODY, handle).await {
             tracing::debug!(%machine_key, error = %e, "control channel closed with an error");
         }

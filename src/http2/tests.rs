@@ -154,11 +154,17 @@ async fn the_connection_ends_when_the_client_closes_it() {
 /// Runs a server on a pipe, writes `bytes` as the client, and returns what the server said
 /// and how it ended.
 async fn raw(bytes: &[u8]) -> (Vec<u8>, Result<(), Http2Error>) {
-    let (mut client, server_io): (DuplexStream, DuplexStream) = tokio::io::duplex(64 * 1024);
+    raw_within(bytes, Duration::from_secs(5)).await
+}
+
+/// Like [`raw`], waiting up to `within` for the server to end (in paused time, the clock
+/// runs ahead whenever everything waits).
+async fn raw_within(bytes: &[u8], within: Duration) -> (Vec<u8>, Result<(), Http2Error>) {
+    let (mut client, server_io): (DuplexStream, DuplexStream) = tokio::io::duplex(1 << 20);
     let server = tokio::spawn(serve(server_io, MAX_BODY, handler(Arc::default())));
     // The server may close before it has read everything; what it said is what counts.
     let _ = client.write_all(bytes).await;
-    let ended = tokio::time::timeout(Duration::from_secs(5), server).await.expect("server ended").expect("joined");
+    let ended = tokio::time::timeout(within, server).await.expect("server ended").expect("joined");
     let mut said = Vec::new();
     client.read_to_end(&mut said).await.expect("read");
     (said, ended)
@@ -247,18 +253,6 @@ async fn an_idle_connection_holds_no_buffers() {
     drop(sender);
 }
 
-/// Serves a connection on a pipe in paused time, writes `bytes` as the client, and waits (in
-/// virtual time, which runs ahead whenever everything waits) until the server ends.
-async fn raw_until_end(bytes: &[u8]) -> (Vec<u8>, Result<(), Http2Error>) {
-    let (mut client, server_io): (DuplexStream, DuplexStream) = tokio::io::duplex(1 << 20);
-    let server = tokio::spawn(serve(server_io, MAX_BODY, handler(Arc::default())));
-    let _ = client.write_all(bytes).await;
-    let ended = tokio::time::timeout(Duration::from_secs(3600), server).await.expect("server ended").expect("joined");
-    let mut said = Vec::new();
-    client.read_to_end(&mut said).await.expect("read");
-    (said, ended)
-}
-
 /// The `:status` of each response, by stream, from what the server said.
 fn statuses(said: &[u8]) -> Vec<(u32, String)> {
     frames(said)
@@ -314,7 +308,7 @@ async fn bodies_are_bounded_together_and_in_time() {
     }
     frame::goaway(&mut bytes, 3, Reason::NoError);
     let started = tokio::time::Instant::now();
-    let (said, ended) = raw_until_end(&bytes).await;
+    let (said, ended) = raw_within(&bytes, Duration::from_secs(3600)).await;
     assert!(ended.is_ok(), "{ended:?}");
     assert_eq!(statuses(&said), [(3, "413".to_string()), (1, "408".to_string())]);
     assert!(started.elapsed() >= BODY_TIMEOUT, "the slow body had its time: {:?}", started.elapsed());
@@ -322,7 +316,7 @@ async fn bodies_are_bounded_together_and_in_time() {
 
 #[tokio::test(start_paused = true)]
 async fn a_channel_that_never_sends_the_preface_is_closed() {
-    let (said, ended) = raw_until_end(&frame::PREFACE[..10]).await;
+    let (said, ended) = raw_within(&frame::PREFACE[..10], Duration::from_secs(3600)).await;
     assert!(matches!(ended, Err(Http2Error::TimedOut(_))), "{ended:?}");
     assert!(frames(&said).iter().all(|f| f.0 == frame::SETTINGS));
 }
@@ -332,7 +326,7 @@ async fn an_idle_connection_is_closed_with_goaway() {
     let mut bytes = frame::PREFACE.to_vec();
     request_headers(&mut bytes, 1, true, &[]);
     let started = tokio::time::Instant::now();
-    let (said, ended) = raw_until_end(&bytes).await;
+    let (said, ended) = raw_within(&bytes, Duration::from_secs(3600)).await;
     assert!(ended.is_ok(), "{ended:?}");
     assert_eq!(statuses(&said), [(1, "200".to_string())]);
     let goaway = frames(&said).into_iter().find(|f| f.0 == frame::GOAWAY).expect("a GOAWAY");

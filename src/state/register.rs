@@ -32,6 +32,8 @@ pub enum RegisterError {
     Rejected(String),
     #[error("the node key is missing")]
     NoNodeKey,
+    #[error("the server is shutting down")]
+    ShuttingDown,
     #[error(transparent)]
     PendingFull(#[from] PendingFull),
     #[error(transparent)]

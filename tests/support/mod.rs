@@ -31,6 +31,11 @@ pub fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     config
 }
 
+/// Runs `headscale -c CONFIG ARGS…` and returns what it did.
+pub fn headscale(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_headscale")).arg("-c").arg(config).args(args).output().unwrap()
+}
+
 /// Whether the server on loopback `port` answers `GET /health` with 200.
 pub fn healthy(port: u16) -> bool {
     let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)) else { return false };
