@@ -11,10 +11,10 @@ use bollard::models::{
     NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RestartContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::TryStreamExt;
@@ -114,6 +114,10 @@ pub struct ContainerSpec {
     pub role: String,
     /// The user it runs as; the image's (root) when `None`.
     pub user: Option<String>,
+    /// Paths mounted as empty in-memory file systems.
+    pub tmpfs: Vec<String>,
+    /// Host paths mounted into it (`HOST:CONTAINER[:ro]`).
+    pub binds: Vec<String>,
 }
 
 /// Creates a container (not started), labelled with the run.
@@ -135,6 +139,8 @@ pub async fn create_container(docker: &Docker, run: &str, spec: &ContainerSpec) 
         host_config: Some(HostConfig {
             network_mode: Some(spec.network.clone()),
             sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone()),
+            tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.iter().map(|p| (p.clone(), String::new())).collect()),
+            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
             ..Default::default()
         }),
         networking_config: (spec.network != "none")
@@ -353,5 +359,26 @@ pub async fn image_tags(docker: &Docker) -> Result<Vec<String>> {
 pub async fn remove_image(docker: &Docker, tag: &str, force: bool) -> Result<()> {
     let opts = RemoveImageOptionsBuilder::new().force(force).build();
     docker.remove_image(tag, Some(opts), None).await.with_context(|| format!("removing image {tag}"))?;
+    Ok(())
+}
+
+/// Imports a root file system archive as `repository:tag`, labelled as `hi`'s, with
+/// Dockerfile-style `changes` (`ENV …`, `CMD …`).
+pub async fn import_archive(
+    docker: &Docker,
+    repository: &str,
+    tag: &str,
+    archive: Vec<u8>,
+    changes: &[&str],
+) -> Result<()> {
+    let mut all = vec![format!("LABEL {IMAGE_LABEL}=true")];
+    all.extend(changes.iter().map(|c| c.to_string()));
+    let opts = CreateImageOptionsBuilder::new().from_src("-").repo(repository).tag(tag).changes(all).build();
+    let full = format!("{repository}:{tag}");
+    let mut progress = docker.create_image(Some(opts), Some(bollard::body_full(archive.into())), None);
+    while progress.try_next().await.with_context(|| format!("importing {full}"))?.is_some() {}
+    if docker.inspect_image(&full).await.is_err() {
+        bail!("docker import finished but {full} does not exist");
+    }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use integration::scenario::ServerSetup;
 
-use crate::world::{DockerWorld, CONTROL_PORT};
+use crate::world::{DockerWorld, Images, CONTROL_PORT};
 use crate::{docker, image, postgres};
 use integration::http::get as http_get;
 
@@ -88,7 +88,14 @@ impl Checks {
 /// Starts a server container on a private network and fetches `/health` from this host.
 async fn server_smoke(d: &bollard::Docker, tag: &str) -> Result<String> {
     let run = format!("doctor-{}", std::process::id());
-    let world = DockerWorld::start(d, &run, &format!("hi-{run}"), tag, &ServerSetup::default(), None).await?;
+    let world = DockerWorld::start(
+        d,
+        &run,
+        &format!("hi-{run}"),
+        Images { tailnet: tag, installed: None, postgres: None },
+        &ServerSetup::default(),
+    )
+    .await?;
     let addr = SocketAddr::from((world.server_ip, CONTROL_PORT));
     let health = http_get(addr, "/health").await;
     world.remove().await?;
@@ -133,6 +140,11 @@ pub async fn doctor(quick: bool) -> Result<ExitCode> {
         "PostgreSQL server binaries (only for --postgres)",
         postgres::host_installation().map(|p| p.display().to_string()),
         "apt-get install postgresql",
+    );
+    c.optional(
+        "debootstrap and dpkg-deb (only for `hi package`)",
+        tool("debootstrap", &["--version"]).and_then(|v| Ok(format!("{v}; {}", tool("dpkg-deb", &["--version"])?))),
+        "apt-get install debootstrap dpkg",
     );
     if quick || c.failed > 0 {
         if quick {

@@ -13,10 +13,13 @@ use std::process::Command;
 use anyhow::{ensure, Context, Result};
 use bollard::Docker;
 
+use crate::docker::{remove_image, IMAGE_LABEL};
 use crate::rootfs::RootFs;
 
 /// The repository name of the image; the tag is the content hash.
 const REPOSITORY: &str = "hi-tailnet";
+/// The tag `scripts/build-image` is asked to give the installed image.
+const INSTALLED: &str = "hi-installed:current";
 
 /// Where the server binary is inside the image.
 pub const HEADSCALE: &str = "/bin/headscale";
@@ -134,4 +137,26 @@ pub async fn ensure_image(docker: &Docker, bins: &Binaries) -> Result<String> {
     .dir("/var/lib/gonode", 0o755, 0)
     .dir("/etc/headscale", 0o755, 0);
     fs.import(docker, REPOSITORY, &["ENV PATH=/bin"]).await
+}
+
+/// Builds the server's image as users get it, with the project's own script
+/// (`scripts/build-image`) from the `headscale` binary built here, and returns its tag. The
+/// previous one is removed first unless a container still uses it.
+pub async fn installed_image(docker: &Docker, bins: &Binaries) -> Result<String> {
+    let _ = remove_image(docker, INSTALLED, false).await;
+    let binary = bins.headscale.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(workspace_root().join("scripts/build-image"))
+            .arg("--binary")
+            .arg(&binary)
+            .args(["--tag", INSTALLED, "--label", &format!("{IMAGE_LABEL}=true")])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+    })
+    .await?
+    .context("running scripts/build-image")?;
+    ensure!(out.status.success(), "scripts/build-image failed ({})", out.status);
+    let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(tag == INSTALLED, "scripts/build-image printed {tag:?}, not the tag it was given");
+    Ok(tag)
 }

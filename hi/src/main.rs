@@ -4,13 +4,17 @@
 //! with images it builds itself (no registry), writes each scenario's artifacts to
 //! `control_logs/`, and exits non-zero if any scenario failed. `doctor` checks what this needs,
 //! `cleanup` removes what a crashed run left, `list` shows the scenarios. `load` is the load
-//! generator: the server on loopback under thousands of real control clients.
+//! generator: the server on loopback under thousands of real control clients. `package`
+//! installs the Debian package on a Debian host booted with systemd and walks it through a
+//! deployment's life (install, start, reload, upgrade, stop, purge).
 
 mod artifacts;
+mod debian;
 mod docker;
 mod doctor;
 mod image;
 mod load;
+mod package;
 mod postgres;
 mod rootfs;
 mod run;
@@ -63,6 +67,10 @@ enum Cmd {
     /// Start the server on loopback and drive N real control clients through registration,
     /// map sessions, a reconnect storm, endpoint fan-out and churn; print the measurements.
     Load(load::LoadArgs),
+    /// Build the Debian package (`scripts/build-deb`), install it on a Debian host booted with
+    /// systemd in a container, and check it through install, start with a Headscale database
+    /// and official Go clients, reload, upgrade, stop and purge.
+    Package(package::PackageArgs),
 }
 
 #[tokio::main]
@@ -89,6 +97,7 @@ async fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Load(args) => load::run(args).await,
+        Cmd::Package(args) => package::run(args).await,
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("hi: {e:#}");

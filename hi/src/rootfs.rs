@@ -8,13 +8,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, ensure, Context, Result};
-use bollard::query_parameters::CreateImageOptionsBuilder;
+use anyhow::{ensure, Context, Result};
 use bollard::Docker;
-use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::docker::{image_tags, remove_image, IMAGE_LABEL};
+use crate::docker::{image_tags, import_archive, remove_image};
 
 /// One entry: a directory (no content) or a file, with its owner.
 struct Entry {
@@ -109,14 +107,7 @@ impl RootFs {
         if docker.inspect_image(&tag).await.is_ok() {
             return Ok(tag);
         }
-        let mut all = vec![format!("LABEL {IMAGE_LABEL}=true")];
-        all.extend(changes.iter().map(|c| c.to_string()));
-        let opts = CreateImageOptionsBuilder::new().from_src("-").repo(repository).tag(&hash).changes(all).build();
-        let mut progress = docker.create_image(Some(opts), Some(bollard::body_full(archive.into())), None);
-        while progress.try_next().await.with_context(|| format!("importing {tag}"))?.is_some() {}
-        if docker.inspect_image(&tag).await.is_err() {
-            bail!("docker import finished but {tag} does not exist");
-        }
+        import_archive(docker, repository, &hash, archive, changes).await?;
         prune(docker, repository, &tag).await?;
         Ok(tag)
     }

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use integration::scenario::{glob_match, skip_if_unsupported, ClientKind, Scenario, Tailnet, Verdict};
 use integration::scenarios;
 
-use crate::world::{DockerWorld, PostgresUnusable};
+use crate::world::{DockerWorld, Images, PostgresUnusable};
 use crate::{artifacts, docker, image, postgres};
 
 /// `hi run` arguments.
@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// given twice. Both by default.
     #[arg(long = "client")]
     clients: Vec<ClientKind>,
+    /// Run the server from the image users get (`scripts/build-image`), as Headscale's image
+    /// is run: its entry point given `serve`, a config file in its `/etc/headscale` volume.
+    #[arg(long)]
+    installed: bool,
     /// Build the binaries with `--release` (the default debug build shares its artifacts with
     /// `cargo build` and `cargo test`, so it is much quicker from a warm tree).
     #[arg(long)]
@@ -74,6 +78,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let bins = tokio::task::spawn_blocking(move || image::build_binaries(release)).await??;
     let tag = image::ensure_image(&docker, &bins).await?;
     println!("image {tag} ready after {:.0?}", t0.elapsed());
+    let installed = match args.installed {
+        true => {
+            let built = image::installed_image(&docker, &bins).await.context("building the installed image")?;
+            println!("installed image {built} ready after {:.0?}", t0.elapsed());
+            Some(built)
+        }
+        false => None,
+    };
     let run_id = format!("{}-{}", chrono::Local::now().format("%H%M%S"), std::process::id());
     let pg_image = match args.postgres {
         true => {
@@ -88,7 +100,12 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let clients = if args.clients.is_empty() { ClientKind::ALL.to_vec() } else { args.clients.clone() };
     let runs: Vec<(&Scenario, ClientKind)> =
         chosen.iter().flat_map(|s| clients.iter().map(move |c| (*s, *c))).collect();
-    let engine = if args.postgres { "postgres" } else { "sqlite" };
+    let engine = match (args.postgres, args.installed) {
+        (true, false) => "postgres",
+        (false, false) => "sqlite",
+        (true, true) => "postgres, installed",
+        (false, true) => "sqlite, installed",
+    };
     let mut rows = Vec::new();
     for (i, (scenario, client)) in runs.iter().enumerate() {
         let started = chrono::Local::now();
@@ -107,7 +124,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             Some(why) => (Outcome::Skipped(format!("not with the {client} client: {why}")), Vec::new()),
             None => {
                 let prefix = format!("hi-{run_id}-{i}");
-                let world = WorldSpec { run: &run_id, prefix: &prefix, image: &tag, postgres: pg_image.as_deref() };
+                let images = Images { tailnet: &tag, installed: installed.as_deref(), postgres: pg_image.as_deref() };
+                let world = WorldSpec { run: &run_id, prefix: &prefix, images };
                 tokio::select! {
                     o = run_one(&docker, &world, scenario, *client, &dir, args.keep) => match o {
                         Ok(o) => o,
@@ -142,7 +160,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let failed = rows.iter().filter(|r| matches!(r.outcome, Outcome::Failed(_))).count();
     let skipped = rows.iter().filter(|r| matches!(r.outcome, Outcome::Skipped(_))).count();
     let width = rows.iter().map(|r| r.scenario.len()).max().unwrap_or(8) + 2;
-    println!("\n{:<width$}{:<8}{:<10}{:<6}{:>9}", "scenario", "client", "engine", "result", "seconds");
+    let engine_width = engine.len().max(8) + 2;
+    println!("\n{:<width$}{:<8}{:<engine_width$}{:<6}{:>9}", "scenario", "client", "engine", "result", "seconds");
     for r in &rows {
         let (word, why) = match &r.outcome {
             Outcome::Passed => ("pass", String::new()),
@@ -151,7 +170,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         };
         let noted = if r.notes.is_empty() { String::new() } else { format!("  [{} note(s)]", r.notes.len()) };
         println!(
-            "{:<width$}{:<8}{engine:<10}{word:<6}{:>9.1}{why}{noted}",
+            "{:<width$}{:<8}{engine:<engine_width$}{word:<6}{:>9.1}{why}{noted}",
             r.scenario,
             r.client.name(),
             r.took.as_secs_f64()
@@ -174,8 +193,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
 struct WorldSpec<'a> {
     run: &'a str,
     prefix: &'a str,
-    image: &'a str,
-    postgres: Option<&'a str>,
+    images: Images<'a>,
 }
 
 /// Runs one scenario with `client` in a fresh world, collects its artifacts and removes the
@@ -189,19 +207,18 @@ async fn run_one(
     dir: &std::path::Path,
     keep: bool,
 ) -> Result<(Outcome, Vec<String>)> {
-    let world =
-        match DockerWorld::start(docker, spec.run, spec.prefix, spec.image, &scenario.setup, spec.postgres).await {
-            Ok(w) => Arc::new(w),
-            Err(e) if e.is::<PostgresUnusable>() => return Err(e),
-            Err(e) => {
-                let outcome = match skip_if_unsupported(e) {
-                    Ok(Verdict::Skipped(why)) => Outcome::Skipped(why),
-                    Ok(Verdict::Passed) => Outcome::Passed,
-                    Err(e) => Outcome::Failed(format!("setting up: {e:#}")),
-                };
-                return Ok((outcome, Vec::new()));
-            }
-        };
+    let world = match DockerWorld::start(docker, spec.run, spec.prefix, spec.images, &scenario.setup).await {
+        Ok(w) => Arc::new(w),
+        Err(e) if e.is::<PostgresUnusable>() => return Err(e),
+        Err(e) => {
+            let outcome = match skip_if_unsupported(e) {
+                Ok(Verdict::Skipped(why)) => Outcome::Skipped(why),
+                Ok(Verdict::Passed) => Outcome::Passed,
+                Err(e) => Outcome::Failed(format!("setting up: {e:#}")),
+            };
+            return Ok((outcome, Vec::new()));
+        }
+    };
     let tailnet = Tailnet::new(world.clone(), client);
     let body = async {
         match (scenario.run)(tailnet.clone()).await {

@@ -5,7 +5,9 @@
 //! clients are driven through their admin port, reached from this host at the container's
 //! address on the scenario's network. Cutting a client off is `docker network disconnect`,
 //! and it comes back at the same address. With `--postgres`, PostgreSQL runs in a fourth kind
-//! of container on the same network and the server is pointed at it.
+//! of container on the same network and the server is pointed at it. With `--installed` the
+//! server runs from the image users get (`scripts/build-image`) as Headscale's image is run:
+//! its entry point given `serve`, a config file in its `/etc/headscale` volume.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -61,12 +63,28 @@ pub struct Client {
 #[error("the server cannot run on PostgreSQL: {0}")]
 pub struct PostgresUnusable(pub String);
 
+/// The images a world's containers run.
+#[derive(Debug, Clone, Copy)]
+pub struct Images<'a> {
+    /// The test image ([`crate::image::ensure_image`]): the clients, and the server unless
+    /// `installed` is given.
+    pub tailnet: &'a str,
+    /// The server's image as users get it ([`crate::image::installed_image`]).
+    pub installed: Option<&'a str>,
+    /// PostgreSQL's image, when the server runs on PostgreSQL.
+    pub postgres: Option<&'a str>,
+}
+
 /// One scenario's containers and network.
 pub struct DockerWorld {
     pub(crate) docker: Docker,
     run: String,
     prefix: String,
     image: String,
+    /// The installed image the server runs from, if not the test image.
+    installed: Option<String>,
+    /// The server program in its container, for the CLI.
+    program: &'static str,
     pub(crate) network: Network,
     pub(crate) server: String,
     pub(crate) server_ip: Ipv4Addr,
@@ -76,23 +94,28 @@ pub struct DockerWorld {
 }
 
 impl DockerWorld {
-    /// Creates the network and starts the server, set up as `setup` asks, on PostgreSQL from
-    /// the image `postgres` if given. `run` labels every resource; `prefix` names them.
+    /// Creates the network and starts the server, set up as `setup` asks, from the `images`
+    /// given (on PostgreSQL if that image is given). `run` labels every resource; `prefix`
+    /// names them.
     pub async fn start(
         docker: &Docker,
         run: &str,
         prefix: &str,
-        image: &str,
+        images: Images<'_>,
         setup: &ServerSetup,
-        postgres: Option<&str>,
     ) -> Result<DockerWorld> {
+        let postgres = images.postgres;
         let network = docker::create_network(docker, prefix, run).await?;
         let server_ip = network.host(2);
         let world = DockerWorld {
             docker: docker.clone(),
             run: run.to_string(),
             prefix: prefix.to_string(),
-            image: image.to_string(),
+            image: images.tailnet.to_string(),
+            installed: images.installed.map(str::to_string),
+            // The installed image has the program on its PATH, as `docker exec headscale
+            // headscale …` expects of Headscale's.
+            program: if images.installed.is_some() { "headscale" } else { HEADSCALE },
             server: format!("{prefix}-headscale"),
             postgres: postgres.map(|_| format!("{prefix}-postgres")),
             network,
@@ -115,6 +138,33 @@ impl DockerWorld {
             return Err(anyhow::anyhow!("{e:#}\nlast lines of the server log:\n{tail}"));
         }
         Ok(world)
+    }
+
+    /// A world around a server container that its caller runs on `network` at the network's
+    /// second host address (as the package test installs one), with `program` as its CLI;
+    /// clients run from the test image `image`.
+    pub fn around(
+        docker: &Docker,
+        run: &str,
+        prefix: &str,
+        image: &str,
+        network: Network,
+        server: &str,
+        program: &'static str,
+    ) -> DockerWorld {
+        DockerWorld {
+            docker: docker.clone(),
+            run: run.to_string(),
+            prefix: prefix.to_string(),
+            image: image.to_string(),
+            installed: None,
+            program,
+            server: server.to_string(),
+            server_ip: network.host(2),
+            postgres: None,
+            network,
+            clients: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn postgres_ip(&self) -> Ipv4Addr {
@@ -152,10 +202,15 @@ impl DockerWorld {
                 format!("HEADSCALE_DATABASE_POSTGRES_PASS={}", postgres::PASSWORD),
             ]);
         }
+        let (image, cmd) = match &self.installed {
+            // The image's entry point is the program, as in Headscale's image.
+            Some(installed) => (installed.clone(), vec!["serve".to_string()]),
+            None => (self.image.clone(), vec![HEADSCALE.to_string(), "serve".to_string()]),
+        };
         let spec = ContainerSpec {
             name: self.server.clone(),
-            image: self.image.clone(),
-            cmd: vec![HEADSCALE.into(), "serve".into()],
+            image,
+            cmd,
             env,
             network: self.network.name.clone(),
             ip: Some(ip),
@@ -163,9 +218,16 @@ impl DockerWorld {
             // default retransmissions would take a quarter of an hour to give up.
             sysctls: HashMap::from([("net.ipv4.tcp_retries2".to_string(), "4".to_string())]),
             role: "server".into(),
-            user: None,
+            ..ContainerSpec::default()
         };
         docker::create_container(&self.docker, &self.run, &spec).await?;
+        if self.installed.is_some() {
+            // A config file where Headscale's image reads it; the environment above overrides
+            // what must differ in this network.
+            let example = std::fs::read(crate::image::workspace_root().join("config-example.yaml"))
+                .context("reading config-example.yaml")?;
+            docker::upload_file(&self.docker, &self.server, POLICY_DIR, "config.yaml", &example).await?;
+        }
         if let Some(policy) = setup.policy {
             docker::upload_file(&self.docker, &self.server, POLICY_DIR, "policy.hujson", policy.as_bytes()).await?;
         }
@@ -175,7 +237,7 @@ impl DockerWorld {
 
     /// Waits until `/health` answers 200, or reports why the server exited: a failure to use
     /// PostgreSQL is told apart from other failures.
-    async fn await_healthy(&self) -> Result<()> {
+    pub(crate) async fn await_healthy(&self) -> Result<()> {
         let addr = SocketAddr::from((self.server_ip, CONTROL_PORT));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -268,7 +330,7 @@ impl World for DockerWorld {
     }
 
     async fn headscale(&self, args: &[&str]) -> Result<String> {
-        let mut cmd = vec![HEADSCALE];
+        let mut cmd = vec![self.program];
         cmd.extend_from_slice(args);
         let out = docker::exec(&self.docker, &self.server, None, &cmd).await?;
         if out.exit_code != 0 {
