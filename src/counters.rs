@@ -1,6 +1,10 @@
-//! The counters the server keeps as it works (map messages by kind and their bytes, ended map
-//! sessions, registrations by outcome, policy compiles), process-wide, and their text in
-//! Prometheus's exposition format. The metrics listener (`metrics`) serves them.
+//! The counters the server keeps as it works (map messages by kind and their bytes, endpoint
+//! updates, ended map sessions by reason, registrations by outcome, policy compiles),
+//! process-wide, and their text in Prometheus's exposition format. The metrics listener
+//! (`metrics`) serves them. Where Headscale v0.29 has a metric for the same thing, the name
+//! and labels are Headscale's (`headscale_mapresponse_sent_total{status,type}`,
+//! `headscale_mapresponse_endpoint_updates_total{status}`,
+//! `headscale_mapresponse_ended_total{reason}`), so its dashboards keep working.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +15,15 @@ pub enum MapKind {
     Full,
     Delta,
     KeepAlive,
+}
+
+/// Why a map session ended, as Headscale labels it.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionEnd {
+    /// The client went away (`done`).
+    Client,
+    /// The server ended it: the node was removed, or the server stops (`cancelled`).
+    Server,
 }
 
 /// How a registration request ended.
@@ -29,7 +42,9 @@ struct Counters {
     map_delta: AtomicU64,
     map_keepalive: AtomicU64,
     map_bytes: AtomicU64,
-    sessions_ended: AtomicU64,
+    endpoint_updates: AtomicU64,
+    sessions_done: AtomicU64,
+    sessions_cancelled: AtomicU64,
     registrations: [AtomicU64; 5],
     policy_compiles: AtomicU64,
 }
@@ -39,7 +54,9 @@ static COUNTERS: Counters = Counters {
     map_delta: AtomicU64::new(0),
     map_keepalive: AtomicU64::new(0),
     map_bytes: AtomicU64::new(0),
-    sessions_ended: AtomicU64::new(0),
+    endpoint_updates: AtomicU64::new(0),
+    sessions_done: AtomicU64::new(0),
+    sessions_cancelled: AtomicU64::new(0),
     registrations: [const { AtomicU64::new(0) }; 5],
     policy_compiles: AtomicU64::new(0),
 };
@@ -63,9 +80,19 @@ pub fn map_sent(kind: MapKind, bytes: usize) {
     COUNTERS.map_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
+/// Counts a one-off map request that only reported the node's endpoints and host info
+/// (not streaming, peers omitted: Tailscale's "lite" update).
+pub fn endpoint_update() {
+    COUNTERS.endpoint_updates.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Counts a map session that ended.
-pub fn session_ended() {
-    COUNTERS.sessions_ended.fetch_add(1, Ordering::Relaxed);
+pub fn session_ended(why: SessionEnd) {
+    let counter = match why {
+        SessionEnd::Client => &COUNTERS.sessions_done,
+        SessionEnd::Server => &COUNTERS.sessions_cancelled,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Counts a registration request by outcome.
@@ -84,7 +111,7 @@ pub struct Exposition(String);
 
 impl Exposition {
     /// Adds metric `name` of `kind` (`counter`, `gauge`) with its samples (labels, value).
-    pub fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+    pub fn metric<V: std::fmt::Display>(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, V)]) {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in samples {
             let _ = writeln!(self.0, "{name}{labels} {value}");
@@ -106,10 +133,16 @@ pub fn expose(out: &mut Exposition) {
         "counter",
         "Map messages sent to nodes, by kind.",
         &[
-            ("{type=\"full\"}", get(&c.map_full)),
-            ("{type=\"delta\"}", get(&c.map_delta)),
-            ("{type=\"keepalive\"}", get(&c.map_keepalive)),
+            ("{status=\"ok\",type=\"full\"}", get(&c.map_full)),
+            ("{status=\"ok\",type=\"delta\"}", get(&c.map_delta)),
+            ("{status=\"ok\",type=\"keepalive\"}", get(&c.map_keepalive)),
         ],
+    );
+    out.metric(
+        "headscale_mapresponse_endpoint_updates_total",
+        "counter",
+        "One-off map requests that reported endpoints (not streaming, peers omitted).",
+        &[("{status=\"ok\"}", get(&c.endpoint_updates))],
     );
     out.metric(
         "headscale_mapresponse_sent_bytes_total",
@@ -120,8 +153,8 @@ pub fn expose(out: &mut Exposition) {
     out.metric(
         "headscale_mapresponse_ended_total",
         "counter",
-        "Map sessions that ended.",
-        &[("", get(&c.sessions_ended))],
+        "Map sessions that ended: done when the client left, cancelled when the server ended it.",
+        &[("{reason=\"cancelled\"}", get(&c.sessions_cancelled)), ("{reason=\"done\"}", get(&c.sessions_done))],
     );
     let outcomes: Vec<(String, u64)> = REGISTRATION_OUTCOMES
         .iter()

@@ -26,6 +26,7 @@ pub mod model;
 pub mod names;
 pub mod noise;
 pub mod policy;
+pub mod process_stats;
 pub mod response;
 pub mod router;
 pub mod state;

@@ -1,6 +1,6 @@
 //! The metrics listener (`metrics_listen_addr`, `GET /metrics`): the process's counters
-//! (`counters`) and gauges read from the snapshot when the page is asked for, in Prometheus's
-//! text format. Like Headscale's debug listener, it answers loopback, private, link-local and
+//! (`counters`), gauges read from the snapshot when the page is asked for, and the process's
+//! own figures (`process_stats`), in Prometheus's text format. Like Headscale's debug listener, it answers loopback, private, link-local and
 //! Tailscale addresses only.
 
 use std::net::{IpAddr, SocketAddr};
@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::counters::{self, Exposition};
+use crate::process_stats;
 use crate::response::{text, Body};
 use crate::state::{Snapshot, State};
 
@@ -29,6 +30,7 @@ pub fn render(snap: &Snapshot) -> String {
         "Version of the tailnet snapshot.",
         &[("", snap.version)],
     );
+    process_stats::expose(&mut out);
     out.into_text()
 }
 
@@ -109,12 +111,15 @@ mod tests {
         assert!(page.contains("# TYPE headscale_mapresponse_sent_total counter"), "{page}");
         let full: u64 = page
             .lines()
-            .find_map(|l| l.strip_prefix("headscale_mapresponse_sent_total{type=\"full\"} "))
+            .find_map(|l| l.strip_prefix("headscale_mapresponse_sent_total{status=\"ok\",type=\"full\"} "))
             .and_then(|v| v.parse().ok())
             .unwrap();
         assert!(full >= 1);
         assert!(page.contains("headscale_registrations_total{outcome=\"refused\"} "), "{page}");
         let nodes = crate::testing::tailnet().nodes.len();
         assert!(page.contains(&format!("headscale_nodestore_nodes {nodes}\n")), "{page}");
+        assert!(page.contains("headscale_mapresponse_ended_total{reason=\"done\"} "), "{page}");
+        assert!(page.contains("headscale_mapresponse_endpoint_updates_total{status=\"ok\"} "), "{page}");
+        assert!(page.contains("\nprocess_resident_memory_bytes "), "{page}");
     }
 }

@@ -35,7 +35,8 @@ async fn metrics_count_registrations_and_map_messages() -> Result<()> {
     ensure!(status.contains("200"), "{status}");
     ensure!(page.contains("# TYPE headscale_mapresponse_sent_total counter"), "{page}");
     ensure!(sample(&page, "headscale_registrations_total{outcome=\"authorized\"}") >= Some(1), "{page}");
-    ensure!(sample(&page, "headscale_mapresponse_sent_total{type=\"full\"}") >= Some(1), "{page}");
+    ensure!(sample(&page, "headscale_mapresponse_sent_total{status=\"ok\",type=\"full\"}") >= Some(1), "{page}");
+    ensure!(sample(&page, "process_resident_memory_bytes") > Some(0), "{page}");
     ensure!(sample(&page, "headscale_nodestore_nodes") == Some(1), "{page}");
     ensure!(sample(&page, "headscale_users") == Some(1), "{page}");
     let (status, _) = get(addr, "/debug/nothing").await?;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::wire::MapFrame;
 use super::Control;
-use crate::counters::{self, MapKind};
+use crate::counters::{self, MapKind, SessionEnd};
 use crate::mapper::{full_map, SessionView};
 use crate::model::NodeId;
 use crate::response::{empty, text, Body};
@@ -51,6 +51,9 @@ pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -
         return text(StatusCode::INTERNAL_SERVER_ERROR, "could not apply map request");
     }
     if !req.stream {
+        if req.omit_peers {
+            counters::endpoint_update();
+        }
         return empty(StatusCode::OK);
     }
     let zstd = req.compress == "zstd";
@@ -77,7 +80,13 @@ pub async fn handle(ctrl: &Arc<Control>, machine_key: MachineKey, body: &[u8]) -
             if let Some(chunk) = message.next_chunk() {
                 return Some((Ok::<_, std::io::Error>(Frame::data(chunk)), (message, session)));
             }
-            message = session.next_message().await?;
+            match session.next_message().await {
+                Some(next) => message = next,
+                None => {
+                    session.mark_ended_here();
+                    return None;
+                }
+            }
         }
     });
     let mut resp = Response::new(StreamBody::new(stream).boxed());
@@ -113,6 +122,8 @@ struct Session {
     changes: broadcast::Receiver<Arc<crate::state::ChangeSet>>,
     keepalive: tokio::time::Interval,
     zstd: bool,
+    /// The server ended the stream (rather than the client leaving).
+    ended_here: bool,
     _online: Online,
 }
 
@@ -127,7 +138,7 @@ impl Session {
         let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..9000));
         let keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE + jitter, KEEPALIVE + jitter);
         let _online = Online { state: ctrl.state.clone(), id };
-        Session { ctrl, id, view, changes, keepalive, zstd, _online }
+        Session { ctrl, id, view, changes, keepalive, zstd, ended_here: false, _online }
     }
 
     /// The next framed message for the client: a delta once the tailnet changed in a way it
@@ -160,6 +171,11 @@ impl Session {
         }
     }
 
+    /// Records that the server, not the client, ended the stream (counted when it drops).
+    fn mark_ended_here(&mut self) {
+        self.ended_here = true;
+    }
+
     /// Gathers the rest of a burst before one delta is rendered. The session looks at what
     /// was published every `COALESCE`, taking it all at once, rather than waking for each
     /// change set: in a storm thousands are published per second, to every session. False
@@ -187,7 +203,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        counters::session_ended();
+        counters::session_ended(if self.ended_here { SessionEnd::Server } else { SessionEnd::Client });
         tracing::debug!(node = self.id, "map session ended");
     }
 }
