@@ -1,7 +1,8 @@
 //! Switching a Headscale deployment to this server, with the official Go client: devices
 //! registered in a database Headscale made reconnect without a key after the switch, keep
 //! their addresses and reach each other; a pre-auth key Headscale made registers a new device;
-//! an API key Headscale made opens the REST API.
+//! an API key Headscale made opens the REST API and the remote gRPC API (the CLI with
+//! `cli.address` and `cli.api_key`, as a Headscale admin's remote CLI is set up).
 //!
 //! The Headscale database is written the way Headscale v0.29 writes it (its own
 //! `schema.sql`, its migration rows, Go's time text, bcrypt key hashes), from the rows of the
@@ -12,6 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use clap::Parser;
+use headscale::cli::{client_command_output, Cli};
 use integration::client::Client;
 use integration::go_node::{GoNode, GoSpec};
 use integration::protocol::{NodeStatus, Request};
@@ -138,7 +141,12 @@ async fn reaches(from: &GoNode, to: &NodeStatus) -> Result<()> {
 async fn devices_of_a_headscale_database_reconnect_without_a_key() -> Result<()> {
     init();
     let clients = tempfile::tempdir()?;
-    let server = TestServer::start(Options::default()).await?;
+    // The remote gRPC listener, plaintext, as a deployment behind a TLS proxy runs it.
+    let options = Options {
+        config: vec![("HEADSCALE_GRPC_LISTEN_ADDR", "127.0.0.1:0"), ("HEADSCALE_GRPC_ALLOW_INSECURE", "true")],
+        ..Options::default()
+    };
+    let server = TestServer::start(options).await?;
     let user = server.create_user("alice").await?;
     let key = server.auth_key(user, true, false).await?;
     let laptop = go(&server, clients.path(), "laptop", Some(key.clone())).await?;
@@ -181,6 +189,23 @@ async fn devices_of_a_headscale_database_reconnect_without_a_key() -> Result<()>
     )
     .await?;
     ensure!(wrong.status == 401, "a wrong secret is refused: {wrong:?}");
+
+    // And the remote gRPC API, through the CLI as a remote admin runs it.
+    let grpc = server.running.grpc_addr.context("the remote gRPC listener is bound")?;
+    let remote = |key: &str| {
+        let mut c = server.config.clone();
+        c.cli.address = format!("http://{grpc}");
+        c.cli.api_key = key.to_string();
+        c
+    };
+    let cli = Cli::try_parse_from(["headscale", "nodes", "list", "-o", "json"])?;
+    let listed = client_command_output(&cli, &remote(&format!("hskey-api-{API_PREFIX}-{SECRET}"))).await?;
+    for name in ["laptop", "phone", "tablet"] {
+        ensure!(listed.contains(&format!("\"{name}\"")), "gRPC with Headscale's API key lists no {name}: {listed}");
+    }
+    let refused = client_command_output(&cli, &remote("hskey-api-hsapi-prefix-wrong")).await;
+    let why = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    ensure!(why.contains("invalid API key"), "gRPC with a wrong secret: {why:?}");
 
     for node in [laptop, phone, tablet] {
         node.shutdown().await;
