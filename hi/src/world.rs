@@ -20,6 +20,7 @@ use bollard::Docker;
 use integration::http::get as http_get;
 use integration::protocol::Request;
 use integration::scenario::{ClientKind, ClientSpec, ServerSetup, World, WorldError, ECHO_PORT};
+use integration::DERP_MAP_FILE;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -191,6 +192,13 @@ impl DockerWorld {
         if setup.policy.is_some() {
             env.push(format!("HEADSCALE_POLICY_PATH={POLICY_DIR}/policy.hujson"));
         }
+        if setup.derp_map.is_some() {
+            env.extend([
+                format!("HEADSCALE_DERP_PATHS=[{POLICY_DIR}/{DERP_MAP_FILE}]"),
+                "HEADSCALE_DERP_AUTO_UPDATE_ENABLED=true".to_string(),
+                "HEADSCALE_DERP_UPDATE_FREQUENCY=1s".to_string(),
+            ]);
+        }
         env.extend(setup.config.iter().map(|(k, v)| format!("{k}={v}")));
         if self.postgres.is_some() {
             env.extend([
@@ -230,6 +238,9 @@ impl DockerWorld {
         }
         if let Some(policy) = setup.policy {
             docker::upload_file(&self.docker, &self.server, POLICY_DIR, "policy.hujson", policy.as_bytes()).await?;
+        }
+        if let Some(map) = setup.derp_map {
+            docker::upload_file(&self.docker, &self.server, POLICY_DIR, DERP_MAP_FILE, map.as_bytes()).await?;
         }
         docker::start(&self.docker, &self.server).await?;
         self.await_healthy().await

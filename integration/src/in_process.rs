@@ -45,7 +45,7 @@ impl InProcessWorld {
                 what: "run on PostgreSQL here (HEADSCALE_TEST_POSTGRES=skip)",
             })?,
         };
-        let mut opts = Options { config: setup.config.to_vec(), ..base };
+        let mut opts = Options { config: setup.config.to_vec(), derp_map: setup.derp_map, ..base };
         if let Some(t) = setup.ephemeral_timeout {
             opts.ephemeral_timeout = t;
         }

@@ -64,11 +64,18 @@ pub struct Options {
     pub postgres: Option<headscale::config::Postgres>,
     /// Configuration keys as `HEADSCALE_*` variables would set them.
     pub config: Vec<(&'static str, &'static str)>,
+    /// A DERP map file ([`DERP_MAP_FILE`] in the server's directory) given as `derp.paths`
+    /// and read again every second.
+    pub derp_map: Option<&'static str>,
 }
+
+/// The name of a scenario's DERP map file, where the world keeps the server's files
+/// (`World::server_file` replaces it).
+pub const DERP_MAP_FILE: &str = "derp.yaml";
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ephemeral_timeout: Duration::from_secs(120), postgres: None, config: Vec::new() }
+        Options { ephemeral_timeout: Duration::from_secs(120), postgres: None, config: Vec::new(), derp_map: None }
     }
 }
 
@@ -237,6 +244,13 @@ pub fn test_config(dir: &Path, listen: &str, derp_tls: &str, opts: &Options) -> 
     if let Some(postgres) = &opts.postgres {
         c.database.kind = "postgres".into();
         c.database.postgres = postgres.clone();
+    }
+    if let Some(map) = opts.derp_map {
+        let path = dir.join(DERP_MAP_FILE);
+        std::fs::write(&path, map).with_context(|| format!("writing {}", path.display()))?;
+        c.derp.paths = vec![path];
+        c.derp.auto_update_enabled = true;
+        c.derp.update_frequency = Duration::from_secs(1);
     }
     if opts.config.is_empty() {
         return Ok(c);

@@ -36,6 +36,9 @@ pub struct ServerSetup {
     /// Configuration keys set as the server's `HEADSCALE_*` environment variables, e.g.
     /// `("HEADSCALE_DNS_MAGIC_DNS", "false")`.
     pub config: &'static [(&'static str, &'static str)],
+    /// A DERP map file (YAML or JSON) given to the server as `derp.paths`, read again every
+    /// second; `World::server_file(DERP_MAP_FILE, …)` replaces it while the server runs.
+    pub derp_map: Option<&'static str>,
 }
 
 /// A client to start.

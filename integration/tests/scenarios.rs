@@ -157,6 +157,7 @@ scenario_tests! {
     derp_admission => "DerpAdmission";
     derp_verify_endpoint => "DerpVerifyEndpoint";
     derp_map_embedded_region_is_home => "DerpMapEmbeddedRegionIsHome";
+    derp_map_file_change_reaches_clients => "DerpMapFileChangeReachesClients";
     cli_nodes_list_matches_clients => "CliNodesListMatchesClients";
     api_key_guards_rest => "ApiKeyGuardsRest", go_postgres;
     api_delete_node_drops_peer => "ApiDeleteNodeDropsPeer";

@@ -1,5 +1,6 @@
 //! DERP: the embedded relay admits only registered node keys, answers external relays'
-//! `/verify` admission checks, and is in every client's DERP map as its home region.
+//! `/verify` admission checks, and is in every client's DERP map as its home region; a DERP
+//! map file (`derp.paths`) that changes reaches connected clients, and a broken one is ignored.
 
 use super::*;
 
@@ -19,8 +20,20 @@ pub fn list() -> Vec<Scenario> {
             "clients get the embedded DERP region in their map and make it their home",
             |t| Box::pin(derp_home(t)),
         ),
+        Scenario::new(
+            "DerpMapFileChangeReachesClients",
+            "a region added to the derp.paths file reaches connected clients, a broken file keeps the last good map, and a removed region goes",
+            |t| Box::pin(derp_map_file_change(t)),
+        )
+        .setup(ServerSetup { derp_map: Some(NO_REGIONS), ..ServerSetup::default() })
+        .not_with(NEEDS_MAP),
     ]
 }
+
+/// A DERP map file with no region of its own: clients get the embedded region only.
+const NO_REGIONS: &str = "regions: {}\n";
+/// The id of the region the scenario adds.
+const ADDED_REGION: &str = "950";
 
 async fn derp_admission(t: Tailnet) -> Result<Verdict> {
     let addr = t.world().server_addr();
@@ -98,5 +111,59 @@ async fn derp_home(t: Tailnet) -> Result<Verdict> {
         ensure!(seen.derp_region.is_some(), "b has no home DERP region");
         t.note("DERP map not read: tailscale-rs shows no raw map");
     }
+    Ok(Verdict::Passed)
+}
+
+/// The region ids in `client`'s DERP map (the official client's own map).
+async fn regions(t: &Tailnet, client: &str) -> Result<Vec<String>> {
+    let map = t.netmap(client).await?;
+    Ok(map["DERPMap"]["Regions"].as_object().map(|r| r.keys().cloned().collect()).unwrap_or_default())
+}
+
+/// Waits until both clients' DERP maps hold exactly `want` (sorted ids).
+async fn both_see(t: &Tailnet, want: &[String], what: &str) -> Result<()> {
+    for client in ["a", "b"] {
+        crate::eventually(&format!("{client} {what}"), Duration::from_secs(30), || async {
+            (regions(t, client).await.ok()? == want).then_some(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn derp_map_file_change(t: Tailnet) -> Result<Verdict> {
+    let user = t.user("relay").await?;
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    t.join("a", &key.key).await?;
+    t.join("b", &key.key).await?;
+    t.await_reachable("a", "b").await?;
+    let map = t.netmap("a").await?;
+    let regions_now = map["DERPMap"]["Regions"].as_object().context("the map has DERP regions")?;
+    ensure!(regions_now.len() == 1, "with an empty file the map has regions {:?}", regions_now.keys());
+    let (embedded_id, embedded) = regions_now.iter().next().expect("one region");
+    // A second region served by the same relay, so that clients that try it reach it.
+    let mut added = embedded.clone();
+    added["RegionID"] = serde_json::json!(950);
+    added["RegionCode"] = serde_json::json!("mirror");
+    added["RegionName"] = serde_json::json!("Mirror");
+    for node in added["Nodes"].as_array_mut().context("the region has nodes")? {
+        node["RegionID"] = serde_json::json!(950);
+        node["Name"] = serde_json::json!("950a");
+    }
+    let file = serde_json::json!({ "Regions": { ADDED_REGION: added } }).to_string();
+    t.world().server_file(crate::DERP_MAP_FILE, &file).await?;
+    let mut both = vec![embedded_id.clone(), ADDED_REGION.to_string()];
+    both.sort();
+    both_see(&t, &both, "gets the added region").await?;
+
+    t.world().server_file(crate::DERP_MAP_FILE, "regions: [this is not a DERP map\n").await?;
+    // The file is read every second: three reads later the map is unchanged.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(regions(&t, "a").await? == both, "a broken file changed the map");
+    t.tcp("a", "b").await?;
+
+    t.world().server_file(crate::DERP_MAP_FILE, NO_REGIONS).await?;
+    both_see(&t, std::slice::from_ref(embedded_id), "loses the removed region").await?;
+    t.tcp("b", "a").await?;
     Ok(Verdict::Passed)
 }
