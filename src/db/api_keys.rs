@@ -47,7 +47,7 @@ pub(super) fn restore(c: &mut dyn Conn, key: &ApiKey) -> Result<(), DbError> {
 impl Db {
     /// Stores a new API key and returns it with its id.
     pub fn insert_api_key(&self, mut key: ApiKey) -> Result<ApiKey, DbError> {
-        key.id = self.with(|c| {
+        key.id = self.transaction(|c| {
             c.insert(
                 TABLE,
                 "INSERT INTO api_keys (prefix, hash, expiration, created_at, last_seen) VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -79,7 +79,7 @@ impl Db {
 
     /// Sets a key's expiration.
     pub fn set_api_key_expiration(&self, id: u64, at: DateTime<Utc>) -> Result<(), DbError> {
-        self.with(|c| c.execute("UPDATE api_keys SET expiration = $1 WHERE id = $2", args![at, id]))?;
+        self.transaction(|c| c.execute("UPDATE api_keys SET expiration = $1 WHERE id = $2", args![at, id]))?;
         Ok(())
     }
 
@@ -87,18 +87,18 @@ impl Db {
     /// only if it is still `old`: returns false when the key changed or went meanwhile.
     pub fn rehash_api_key(&self, id: u64, old: &KeyHash, new: &KeyHash) -> Result<bool, DbError> {
         let sql = "UPDATE api_keys SET hash = $1 WHERE id = $2 AND hash = $3";
-        Ok(self.with(|c| c.execute(sql, args![new.to_bytes(), id, old.to_bytes()]))? == 1)
+        Ok(self.transaction(|c| c.execute(sql, args![new.to_bytes(), id, old.to_bytes()]))? == 1)
     }
 
     /// Records when a key was last used.
     pub fn set_api_key_last_seen(&self, id: u64, at: DateTime<Utc>) -> Result<(), DbError> {
-        self.with(|c| c.execute("UPDATE api_keys SET last_seen = $1 WHERE id = $2", args![at, id]))?;
+        self.transaction(|c| c.execute("UPDATE api_keys SET last_seen = $1 WHERE id = $2", args![at, id]))?;
         Ok(())
     }
 
     /// Deletes a key.
     pub fn delete_api_key(&self, id: u64) -> Result<(), DbError> {
-        self.with(|c| c.execute("DELETE FROM api_keys WHERE id = $1", args![id]))?;
+        self.transaction(|c| c.execute("DELETE FROM api_keys WHERE id = $1", args![id]))?;
         Ok(())
     }
 }

@@ -65,6 +65,13 @@ pub enum DbError {
     Migration { version: i64, source: Box<DbError> },
     #[error("the database task was cancelled")]
     Cancelled,
+    #[error("PostgreSQL did not answer within {waited:?}; the connection was closed")]
+    Timeout { waited: Duration },
+    #[error(
+        "PostgreSQL did not say within {waited:?} whether transaction {xid} committed; until the server restarts, \
+         what it serves may differ from the database"
+    )]
+    CommitUnknown { xid: i64, waited: Duration },
     #[error(
         "this Headscale database ran migration {0}, which this server does not know: it was made by a Headscale \
          newer than v0.29; nothing was changed"
@@ -233,9 +240,14 @@ impl Db {
         }
     }
 
-    /// Runs `f` in one transaction: all of its writes, or none.
+    /// Runs `f` in one transaction: all of its writes, or none. Every write goes through here,
+    /// single statements too, so that a PostgreSQL commit left in doubt is resolved before
+    /// the caller publishes anything (`postgres::transaction`).
     fn transaction<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError>) -> Result<T, DbError> {
-        self.with(|c| sql::transaction(c, "BEGIN", f))
+        match &self.store {
+            Store::Sqlite(_) => self.with(|c| sql::transaction(c, "BEGIN", f)),
+            Store::Postgres(pool) => postgres::transaction(pool, f),
+        }
     }
 
     /// The schema version (number of migrations run).

@@ -103,7 +103,7 @@ impl Db {
     /// Writes every column of an existing node.
     pub fn update_node(&self, node: &Node) -> Result<(), DbError> {
         let values = values(node)?;
-        self.with(|c| c.execute(UPDATE, &values))?;
+        self.transaction(|c| c.execute(UPDATE, &values))?;
         Ok(())
     }
 
@@ -140,7 +140,7 @@ impl Db {
 
     /// Deletes a node.
     pub fn delete_node(&self, id: NodeId) -> Result<(), DbError> {
-        self.with(|c| c.execute("DELETE FROM nodes WHERE id = $1", &[id.into()]))?;
+        self.transaction(|c| c.execute("DELETE FROM nodes WHERE id = $1", &[id.into()]))?;
         Ok(())
     }
 

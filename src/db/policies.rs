@@ -37,7 +37,7 @@ impl Db {
 
     /// Stores a new version of the policy, in force from now on.
     pub fn set_policy(&self, data: &str, at: DateTime<Utc>) -> Result<(), DbError> {
-        self.with(|c| {
+        self.transaction(|c| {
             c.execute("INSERT INTO policies (data, created_at, updated_at) VALUES ($1, $2, $2)", args![data, at])
         })?;
         Ok(())

@@ -53,7 +53,7 @@ impl Db {
     /// Stores a new pre-auth key and returns it with its id.
     pub fn insert_pre_auth_key(&self, mut key: PreAuthKey) -> Result<PreAuthKey, DbError> {
         let tags = json("tags", &key.tags)?;
-        key.id = self.with(|c| {
+        key.id = self.transaction(|c| {
             c.insert(
                 "pre_auth_keys",
                 "INSERT INTO pre_auth_keys (prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at)
@@ -76,25 +76,25 @@ impl Db {
 
     /// Marks a key used, only if it was not: returns false when someone else used it first.
     pub fn mark_pre_auth_key_used(&self, id: u64) -> Result<bool, DbError> {
-        self.with(|c| consume(c, id))
+        self.transaction(|c| consume(c, id))
     }
 
     /// Replaces a key's stored hash (a Headscale bcrypt hash by a SHA-256 after its first use),
     /// only if it is still `old`: returns false when the key changed or went meanwhile.
     pub fn rehash_pre_auth_key(&self, id: u64, old: &KeyHash, new: &KeyHash) -> Result<bool, DbError> {
         let sql = "UPDATE pre_auth_keys SET hash = $1 WHERE id = $2 AND hash = $3";
-        Ok(self.with(|c| c.execute(sql, args![new.to_bytes(), id, old.to_bytes()]))? == 1)
+        Ok(self.transaction(|c| c.execute(sql, args![new.to_bytes(), id, old.to_bytes()]))? == 1)
     }
 
     /// Sets a key's expiration.
     pub fn set_pre_auth_key_expiration(&self, id: u64, at: DateTime<Utc>) -> Result<(), DbError> {
-        self.with(|c| c.execute("UPDATE pre_auth_keys SET expiration = $1 WHERE id = $2", args![at, id]))?;
+        self.transaction(|c| c.execute("UPDATE pre_auth_keys SET expiration = $1 WHERE id = $2", args![at, id]))?;
         Ok(())
     }
 
     /// Deletes a key; nodes it registered keep working.
     pub fn delete_pre_auth_key(&self, id: u64) -> Result<(), DbError> {
-        self.with(|c| c.execute("DELETE FROM pre_auth_keys WHERE id = $1", args![id]))?;
+        self.transaction(|c| c.execute("DELETE FROM pre_auth_keys WHERE id = $1", args![id]))?;
         Ok(())
     }
 

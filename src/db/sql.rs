@@ -265,6 +265,12 @@ pub trait Conn {
     /// Runs statements without arguments (schema changes, transaction control).
     fn batch(&mut self, sql: &str) -> Result<(), DbError>;
 
+    /// Whether the connection can no longer be used (a call ran out of time): nothing more
+    /// is sent on it, not even a rollback.
+    fn is_broken(&self) -> bool {
+        false
+    }
+
     /// Runs an `INSERT … RETURNING id` and returns the new row's id.
     fn insert(&mut self, table: &'static str, sql: &str, args: &[Value]) -> Result<u64, DbError> {
         let rows = self.query(table, sql, args)?;
@@ -278,6 +284,15 @@ pub trait Conn {
     }
 }
 
+/// How a transaction that got as far as its commit ended.
+pub enum Ended<T> {
+    /// The commit was answered: the writes are in.
+    Committed(T),
+    /// The commit was sent but its answer never came (the call ran out of time, or the
+    /// connection broke): whether the writes are in is unknown here.
+    InDoubt { value: T, error: DbError },
+}
+
 /// Runs `f` in a transaction opened with `begin`: committed if `f` succeeds, rolled back if it
 /// fails or panics.
 pub fn transaction<T>(
@@ -285,14 +300,27 @@ pub fn transaction<T>(
     begin: &str,
     f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
-    /// Rolls back unless the commit went through.
+    match transaction_ended(conn, begin, f)? {
+        Ended::Committed(value) => Ok(value),
+        Ended::InDoubt { error, .. } => Err(error),
+    }
+}
+
+/// [`transaction`], telling a commit that failed from one whose outcome is unknown.
+pub fn transaction_ended<T>(
+    conn: &mut dyn Conn,
+    begin: &str,
+    f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError>,
+) -> Result<Ended<T>, DbError> {
+    /// Rolls back unless the commit was sent.
     struct Open<'a> {
         conn: &'a mut dyn Conn,
-        committed: bool,
+        commit_sent: bool,
     }
     impl Drop for Open<'_> {
         fn drop(&mut self) {
-            if !self.committed {
+            // A broken connection is closed instead; the server then rolls back on its own.
+            if !self.commit_sent && !self.conn.is_broken() {
                 if let Err(e) = self.conn.batch("ROLLBACK") {
                     tracing::warn!(error = %e, "rolling back a failed transaction");
                 }
@@ -300,9 +328,12 @@ pub fn transaction<T>(
         }
     }
     conn.batch(begin)?;
-    let mut tx = Open { conn, committed: false };
-    let out = f(&mut *tx.conn)?;
-    tx.conn.batch("COMMIT")?;
-    tx.committed = true;
-    Ok(out)
+    let mut tx = Open { conn, commit_sent: false };
+    let value = f(&mut *tx.conn)?;
+    tx.commit_sent = true;
+    match tx.conn.batch("COMMIT") {
+        Ok(()) => Ok(Ended::Committed(value)),
+        Err(error) if tx.conn.is_broken() => Ok(Ended::InDoubt { value, error }),
+        Err(error) => Err(error),
+    }
 }

@@ -398,3 +398,72 @@ fn servers_starting_together_migrate_once() {
         assert_eq!(o.join().unwrap().unwrap().unwrap(), LATEST);
     }
 }
+
+/// A database on `settings` whose calls wait at most `deadline`, with no server-side
+/// statement limit (so that a slow commit runs to its end there).
+fn postgres_with_deadline(settings: &crate::config::Postgres, deadline: std::time::Duration) -> Db {
+    let pool = super::postgres::open_with(settings, deadline, None).unwrap();
+    Db::migrated(super::Store::Postgres(pool), None).unwrap()
+}
+
+/// The process id of the server backend behind the connection the next call will use.
+fn backend_pid(db: &Db) -> i32 {
+    let row = db.with(|c| c.query_opt("pid", "SELECT pg_backend_pid()::text AS pid", &[])).unwrap().unwrap();
+    row.text("pid").unwrap().parse().unwrap()
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill only sends a signal; the pid is a backend of this test's own cluster.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to {pid}");
+}
+
+#[test]
+fn a_paused_server_costs_a_call_its_deadline_and_the_connection_is_not_reused() {
+    let Some(settings) = postgres_settings() else { return };
+    let db = postgres_with_deadline(&settings, std::time::Duration::from_secs(1));
+    db.insert_user(user(0, "ann")).unwrap();
+    let pid = backend_pid(&db);
+    signal(pid, libc::SIGSTOP);
+    let started = std::time::Instant::now();
+    let err = db.insert_user(user(0, "bob")).unwrap_err();
+    let waited = started.elapsed();
+    signal(pid, libc::SIGCONT);
+    assert!(matches!(err, DbError::Timeout { .. }), "{err}");
+    assert!(waited < std::time::Duration::from_secs(3), "the call waited {waited:?}");
+    // The paused connection is closed; the next call opens another, and nothing of the
+    // unanswered write is there.
+    assert_ne!(backend_pid(&db), pid);
+    let names: Vec<String> = db.users().unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(names, ["ann"]);
+    db.insert_user(user(0, "bob")).unwrap();
+    assert_eq!(db.users().unwrap().len(), 2);
+}
+
+#[test]
+fn a_commit_left_in_doubt_is_asked_about_and_its_outcome_told() {
+    let Some(settings) = postgres_settings() else { return };
+    let db = postgres_with_deadline(&settings, std::time::Duration::from_secs(1));
+    // A commit that takes two seconds, then goes through, or fails for a negative value.
+    db.with(|c| {
+        c.batch(
+            "CREATE TABLE doubt (v INTEGER);
+             CREATE FUNCTION doubt_check() RETURNS trigger AS $$
+             BEGIN
+                 PERFORM pg_sleep(2);
+                 IF NEW.v < 0 THEN RAISE EXCEPTION 'refused at commit'; END IF;
+                 RETURN NULL;
+             END $$ LANGUAGE plpgsql;
+             CREATE CONSTRAINT TRIGGER doubt_at_commit AFTER INSERT ON doubt
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION doubt_check();",
+        )
+    })
+    .unwrap();
+    let insert = |v: i64| db.transaction(|c| c.execute("INSERT INTO doubt (v) VALUES ($1)", &[v.into()]));
+    // The answer to the commit comes after the deadline: the server is asked, and says committed.
+    assert_eq!(insert(1).unwrap(), 1);
+    // This one fails at commit, after the deadline: the caller gets the error, nothing is in.
+    assert!(matches!(insert(-1).unwrap_err(), DbError::Timeout { .. }));
+    let rows = db.with(|c| c.query("doubt", "SELECT v::text AS v FROM doubt", &[])).unwrap();
+    let values: Vec<String> = rows.iter().map(|r| r.text("v").unwrap()).collect();
+    assert_eq!(values, ["1"]);
+}

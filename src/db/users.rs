@@ -41,7 +41,7 @@ pub(super) fn restore(c: &mut dyn Conn, user: &User) -> Result<(), DbError> {
 impl Db {
     /// Stores a new user and returns it with its id.
     pub fn insert_user(&self, mut user: User) -> Result<User, DbError> {
-        user.id = self.with(|c| {
+        user.id = self.transaction(|c| {
             c.insert(
                 "users",
                 "INSERT INTO users (name, display_name, email, provider_id, provider, profile_pic_url, created_at)
@@ -62,7 +62,7 @@ impl Db {
 
     /// Renames a user.
     pub fn rename_user(&self, id: UserId, name: &str) -> Result<(), DbError> {
-        self.with(|c| c.execute("UPDATE users SET name = $1 WHERE id = $2", args![name, id]))?;
+        self.transaction(|c| c.execute("UPDATE users SET name = $1 WHERE id = $2", args![name, id]))?;
         Ok(())
     }
 

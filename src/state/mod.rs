@@ -36,6 +36,9 @@ use crate::model::{NodeId, PreAuthKey};
 use crate::policy::PolicyView;
 use crate::tailcfg::DerpMap;
 
+/// How long `/health` waits for the writers' path before it reports a failure.
+pub const HEALTH_WAIT: Duration = Duration::from_secs(5);
+
 /// A write was refused or failed; the message says which and why.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -167,9 +170,16 @@ impl State {
         &self.config
     }
 
-    /// Whether the database answers.
+    /// Whether writes go through: the database answers a query made on the writers' path,
+    /// after the writes queued before it, within [`HEALTH_WAIT`]. A writer stuck on the
+    /// database (a paused or unreachable PostgreSQL) makes this false although another
+    /// connection might still answer.
     pub async fn database_ok(&self) -> bool {
-        self.db.run(|db| Ok(db.ping())).await.unwrap_or(false)
+        let check = async {
+            let _w = self.writer.lock().await;
+            self.db.run(|db| Ok(db.ping())).await.unwrap_or(false)
+        };
+        tokio::time::timeout(HEALTH_WAIT, check).await.unwrap_or(false)
     }
 
     /// Puts `map` in force as the DERP map clients are told; connected clients get it in

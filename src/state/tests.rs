@@ -482,3 +482,16 @@ async fn a_node_change_derives_again_only_the_rules_it_can_affect() {
     let web_filter = serde_json::to_string(&after.policy.rules(web).filter).unwrap();
     assert!(web_filter.contains("443"), "the tagged node accepts cat on 443: {web_filter}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn health_fails_while_the_writer_is_stuck_and_passes_again_after() {
+    let s = state(Db::open_in_memory().unwrap()).await;
+    assert!(s.database_ok().await);
+    // A write stuck on the database holds the writer; health waits its turn, then gives up.
+    let stuck = s.writer.lock().await;
+    let started = tokio::time::Instant::now();
+    assert!(!s.database_ok().await, "health passed while the writers' path was stuck");
+    assert_eq!(started.elapsed(), HEALTH_WAIT);
+    drop(stuck);
+    assert!(s.database_ok().await);
+}

@@ -1,11 +1,15 @@
 //! One PostgreSQL connection as a blocking `Conn`: statements are prepared once per
 //! connection and cached, values are converted to and from the column types the server
 //! reports, and each call waits for its answer on the calling thread while the connection's
-//! I/O runs on the pool's own thread.
+//! I/O runs on the pool's own thread. Every call has a deadline: a server that stops
+//! answering (paused, cut off) costs the caller at most that long, and the connection, whose
+//! state is then unknown, is never used again.
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_executor::block_on;
@@ -21,25 +25,57 @@ type BoxError = Box<dyn Error + Sync + Send>;
 pub struct PgConn {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// The I/O thread's runtime, whose clock times the calls.
+    io: tokio::runtime::Handle,
+    /// How long one call may wait for its answer.
+    deadline: Duration,
+    /// A call ran out of time: what the server did with it is unknown.
+    timed_out: bool,
 }
 
 impl PgConn {
-    pub fn new(client: Client) -> PgConn {
-        PgConn { client, statements: HashMap::new() }
+    pub fn new(client: Client, io: tokio::runtime::Handle, deadline: Duration) -> PgConn {
+        PgConn { client, statements: HashMap::new(), io, deadline, timed_out: false }
     }
 
-    /// Whether the connection is gone (the server closed it or the network failed).
+    /// Whether the connection is gone (the server closed it or the network failed) or must
+    /// not be used again (a call ran out of time).
     pub fn is_broken(&self) -> bool {
-        self.client.is_closed()
+        self.timed_out || self.client.is_closed()
     }
 
     fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
         if let Some(st) = self.statements.get(sql) {
             return Ok(st.clone());
         }
-        let st = block_on(self.client.prepare(sql))?;
+        let st = timed(&self.io, self.deadline, &mut self.timed_out, self.client.prepare(sql))?;
         self.statements.insert(sql.to_string(), st.clone());
         Ok(st)
+    }
+}
+
+/// Waits for `call` until `deadline`; past it, `timed_out` is set and the call is an error.
+fn timed<T>(
+    io: &tokio::runtime::Handle,
+    deadline: Duration,
+    timed_out: &mut bool,
+    call: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, DbError> {
+    if *timed_out {
+        return Err(DbError::Timeout { waited: deadline });
+    }
+    let answer = {
+        // The timer belongs to the I/O thread's runtime, which drives it while this thread
+        // blocks.
+        let _clock = io.enter();
+        block_on(tokio::time::timeout(deadline, call))
+    };
+    match answer {
+        Ok(answer) => Ok(answer?),
+        Err(_) => {
+            *timed_out = true;
+            Err(DbError::Timeout { waited: deadline })
+        }
     }
 }
 
@@ -54,13 +90,13 @@ impl Conn for PgConn {
 
     fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
         let st = self.statement(sql)?;
-        Ok(block_on(self.client.execute(&st, &refs(args)))?)
+        timed(&self.io, self.deadline, &mut self.timed_out, self.client.execute(&st, &refs(args)))
     }
 
     fn query(&mut self, table: &'static str, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
         let st = self.statement(sql)?;
         let columns: Arc<[String]> = st.columns().iter().map(|c| c.name().to_string()).collect();
-        let rows = block_on(self.client.query(&st, &refs(args)))?;
+        let rows = timed(&self.io, self.deadline, &mut self.timed_out, self.client.query(&st, &refs(args)))?;
         rows.iter()
             .map(|r| {
                 let values = (0..columns.len()).map(|i| r.try_get::<_, Value>(i)).collect::<Result<_, _>>()?;
@@ -70,7 +106,11 @@ impl Conn for PgConn {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
-        Ok(block_on(self.client.batch_execute(sql))?)
+        timed(&self.io, self.deadline, &mut self.timed_out, self.client.batch_execute(sql))
+    }
+
+    fn is_broken(&self) -> bool {
+        PgConn::is_broken(self)
     }
 }
 

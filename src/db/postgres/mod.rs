@@ -3,6 +3,7 @@
 //! SQLite, and may do so from any thread: the connections' I/O never waits for the caller's
 //! runtime.
 
+mod commit;
 mod conn;
 mod pool;
 mod tls;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use commit::transaction;
 use conn::PgConn;
 use pool::Limits;
 pub use pool::Pool;
@@ -23,9 +25,23 @@ use crate::db::DbError;
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one call (a statement, a commit) may wait for its answer. The server is also
+/// asked to end a statement that runs longer (`statement_timeout`), so that a slow statement
+/// is stopped there rather than left running behind a closed connection.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The pool described by `settings`; connections are opened when first needed.
 pub fn open(settings: &Settings) -> Result<Arc<Pool>, DbError> {
+    open_with(settings, CALL_TIMEOUT, Some(CALL_TIMEOUT))
+}
+
+/// [`open`], with calls that wait at most `deadline` and, if given, statements the server
+/// stops after `statement_timeout`.
+pub fn open_with(
+    settings: &Settings,
+    deadline: Duration,
+    statement_timeout: Option<Duration>,
+) -> Result<Arc<Pool>, DbError> {
     let mode = settings.ssl_mode().map_err(|e| DbError::Tls(e.to_string()))?;
     let (negotiate, tls) = tls::connector(mode)?;
     let port = if settings.port == 0 { 5432 } else { settings.port };
@@ -39,6 +55,9 @@ pub fn open(settings: &Settings) -> Result<Arc<Pool>, DbError> {
         .application_name("headscale")
         .connect_timeout(CONNECT_TIMEOUT)
         .keepalives_idle(Duration::from_secs(60));
+    if let Some(limit) = statement_timeout {
+        config.options(format!("-c statement_timeout={}", limit.as_millis()));
+    }
     if !settings.pass.is_empty() {
         config.password(&settings.pass);
     }
@@ -47,6 +66,7 @@ pub fn open(settings: &Settings) -> Result<Arc<Pool>, DbError> {
         config,
         tls,
         io: Io::start()?,
+        deadline,
     };
     let limits = Limits {
         max_open: settings.max_open_conns as usize,
@@ -80,6 +100,8 @@ pub struct Connector {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     io: Io,
+    /// How long a call on its connections may wait ([`CALL_TIMEOUT`]).
+    deadline: Duration,
 }
 
 impl Connector {
@@ -101,7 +123,7 @@ impl Connector {
             Ok::<_, tokio_postgres::Error>(client)
         });
         match futures_executor::block_on(opened) {
-            Ok(Ok(client)) => Ok(PgConn::new(client)),
+            Ok(Ok(client)) => Ok(PgConn::new(client, self.io.runtime.clone(), self.deadline)),
             Ok(Err(e)) => Err(self.connect_error(e)),
             Err(_) => Err(DbError::Cancelled),
         }
