@@ -1,6 +1,7 @@
 //! Test support: a fresh database on either engine, and `storage_tests!`, which runs each
 //! storage test once on SQLite and once on PostgreSQL (a throwaway cluster, see the
-//! `test-postgres` crate).
+//! `test-postgres` crate); a PostgreSQL database with a short call deadline and a way to
+//! pause the server backend behind it, for the fault tests.
 
 use super::Db;
 use crate::config::Postgres;
@@ -23,6 +24,25 @@ pub fn postgres_settings() -> Option<Postgres> {
 /// A fresh, migrated PostgreSQL database; `None` when PostgreSQL tests are skipped.
 pub fn postgres() -> Option<Db> {
     postgres_settings().map(|s| Db::open_postgres(&s).expect("opening the test database on PostgreSQL"))
+}
+
+/// A database on `settings` whose calls wait at most `deadline`, with no server-side
+/// statement limit (so that a slow commit runs to its end there).
+pub fn postgres_with_deadline(settings: &crate::config::Postgres, deadline: std::time::Duration) -> Db {
+    let pool = super::postgres::open_with(settings, deadline, None).unwrap();
+    Db::migrated(super::Store::Postgres(pool), None).unwrap()
+}
+
+/// The process id of the server backend behind the connection the next call will use.
+pub fn backend_pid(db: &Db) -> i32 {
+    let row = db.with(|c| c.query_opt("pid", "SELECT pg_backend_pid()::text AS pid", &[])).unwrap().unwrap();
+    row.text("pid").unwrap().parse().unwrap()
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill only sends a signal; the pid is a backend of this test's own cluster.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to {pid}");
 }
 
 /// For each `async fn NAME(db: Db)` named, the tests `NAME::sqlite` (in memory) and

@@ -7,7 +7,7 @@ use chrono::{Datelike, Duration};
 
 use super::migrations::LATEST;
 use super::sql::args;
-use super::testing::{postgres_settings, storage_tests};
+use super::testing::{backend_pid, postgres_settings, postgres_with_deadline, signal, storage_tests};
 use super::{ApiKey, Db, DbError};
 use crate::model::PreAuthKey;
 use crate::testing::{node, t0, user};
@@ -397,24 +397,6 @@ fn servers_starting_together_migrate_once() {
     for o in opened {
         assert_eq!(o.join().unwrap().unwrap().unwrap(), LATEST);
     }
-}
-
-/// A database on `settings` whose calls wait at most `deadline`, with no server-side
-/// statement limit (so that a slow commit runs to its end there).
-fn postgres_with_deadline(settings: &crate::config::Postgres, deadline: std::time::Duration) -> Db {
-    let pool = super::postgres::open_with(settings, deadline, None).unwrap();
-    Db::migrated(super::Store::Postgres(pool), None).unwrap()
-}
-
-/// The process id of the server backend behind the connection the next call will use.
-fn backend_pid(db: &Db) -> i32 {
-    let row = db.with(|c| c.query_opt("pid", "SELECT pg_backend_pid()::text AS pid", &[])).unwrap().unwrap();
-    row.text("pid").unwrap().parse().unwrap()
-}
-
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill only sends a signal; the pid is a backend of this test's own cluster.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to {pid}");
 }
 
 #[test]

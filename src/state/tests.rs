@@ -495,3 +495,35 @@ async fn health_fails_while_the_writer_is_stuck_and_passes_again_after() {
     drop(stuck);
     assert!(s.database_ok().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_of_reported_fields_is_written_later_on_its_own() {
+    use crate::db::testing::{backend_pid, postgres_settings, postgres_with_deadline, signal};
+    let Some(settings) = postgres_settings() else { return };
+    let s = state(postgres_with_deadline(&settings, Duration::from_secs(1))).await;
+    let u = s.create_user("ann", "", "", "").await.unwrap();
+    let k = key(&s, u.id, true, false).await;
+    let id = authorized(s.register(MachineKey([1; 32]), req(1, &k)).await).node.id;
+    // The database stops answering just before the node reports its endpoints.
+    let pid = backend_pid(s.db());
+    signal(pid, libc::SIGSTOP);
+    let endpoints = MapRequest {
+        node_key: NodeKey([1; 32]),
+        endpoints: Some(vec!["192.0.2.1:41641".parse().unwrap()]),
+        ..Default::default()
+    };
+    s.apply_map_request(id, &endpoints).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(pid, libc::SIGCONT);
+    // Nothing else is reported: the batch that failed is written on its own.
+    let other = Db::open_postgres(&settings).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let stored = other.nodes().unwrap().into_iter().find(|n| n.id == id).unwrap();
+        if !stored.endpoints.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the failed batch was never written again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
