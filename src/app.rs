@@ -261,7 +261,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         let key = load_or_generate_key(&d.private_key_path)?;
         let admission: derp::Admission = if d.verify_clients {
             let st = state.clone();
-            Arc::new(move |k: &[u8; 32]| st.snapshot().node_by_key(&NodeKey(*k)).is_some())
+            Arc::new(move |k: &[u8; 32]| st.snapshot().relay_admits(&NodeKey(*k), chrono::Utc::now()))
         } else {
             derp::admit_all()
         };
@@ -387,7 +387,8 @@ async fn serve_connection(
 }
 
 /// Closes the DERP connections of node keys that no longer exist (deleted nodes, rotated
-/// keys), so admission holds for connections already open, not only for new ones.
+/// keys) or have expired (expired or logged-out nodes), so admission holds for connections
+/// already open, not only for new ones.
 async fn evict_unknown_derp_clients(
     state: Arc<State>,
     derp: Arc<DerpServer>,
@@ -405,10 +406,10 @@ async fn evict_unknown_derp_clients(
             },
         };
         if relevant {
-            let snap = state.snapshot();
+            let (snap, now) = (state.snapshot(), chrono::Utc::now());
             for key in derp.connected_keys() {
-                if snap.node_by_key(&NodeKey(key)).is_none() && derp.disconnect(&key) {
-                    tracing::info!(node_key = %NodeKey(key), "closed the DERP connection of a removed node key");
+                if !snap.relay_admits(&NodeKey(key), now) && derp.disconnect(&key) {
+                    tracing::info!(node_key = %NodeKey(key), "closed the DERP connection of a removed or expired node key");
                 }
             }
         }

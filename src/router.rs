@@ -82,7 +82,7 @@ impl Router {
         };
         match serde_json::from_slice::<AdmitRequest>(&body) {
             Ok(r) => {
-                let allow = self.control.state.snapshot().node_by_key(&r.node_public).is_some();
+                let allow = self.control.state.snapshot().relay_admits(&r.node_public, chrono::Utc::now());
                 json(StatusCode::OK, &AdmitResponse { allow })
             }
             Err(e) => text(StatusCode::BAD_REQUEST, &format!("invalid admission request: {e}")),

@@ -237,6 +237,9 @@ pub struct ServerNode {
     /// Its tailnet addresses.
     #[serde(default)]
     pub ip_addresses: Vec<String>,
+    /// Its node key (`nodekey:…`).
+    #[serde(default)]
+    pub node_key: String,
     /// It has a map session open.
     #[serde(default)]
     pub online: bool,

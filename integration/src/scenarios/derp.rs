@@ -7,12 +7,12 @@ use super::*;
 /// This area's scenarios.
 pub fn list() -> Vec<Scenario> {
     vec![
-        Scenario::new("DerpAdmission", "the embedded DERP refuses unknown node keys and drops deleted ones", |t| {
+        Scenario::new("DerpAdmission", "the embedded DERP refuses unknown node keys and drops expired and deleted ones", |t| {
             Box::pin(derp_admission(t))
         }),
         Scenario::new(
             "DerpVerifyEndpoint",
-            "POST /verify (an external DERP's admission check) allows registered node keys and refuses others",
+            "POST /verify (an external DERP's admission check) allows registered node keys and refuses unknown and expired ones",
             |t| Box::pin(derp_verify(t)),
         ),
         Scenario::new(
@@ -35,54 +35,72 @@ const NO_REGIONS: &str = "regions: {}\n";
 /// The id of the region the scenario adds.
 const ADDED_REGION: &str = "950";
 
+/// Registers a node whose key this process holds, over a real Noise channel; returns its key.
+async fn registered_node(t: &Tailnet, authkey: &str) -> Result<PrivateKey> {
+    let node = PrivateKey::generate();
+    let mut channel = NoiseClient::connect(t.world().server_addr(), &PrivateKey::generate()).await?;
+    let request =
+        format!(r#"{{"Version":130,"NodeKey":"{}","Auth":{{"AuthKey":"{}"}}}}"#, NodeKey(node.public()), authkey);
+    let answer = channel.post("/machine/register", request).await?;
+    ensure!(answer.status().is_success(), "registration answered {}", answer.status());
+    Ok(node)
+}
+
+/// Waits until the server closes a DERP connection.
+async fn closed(conn: &mut crate::derp_client::DerpConn, why: &str) -> Result<()> {
+    let mut sink = Vec::new();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(conn, &mut sink)).await;
+    ensure!(ended.is_ok(), "the DERP connection of {why} stayed open");
+    Ok(())
+}
+
 async fn derp_admission(t: Tailnet) -> Result<Verdict> {
     let addr = t.world().server_addr();
     let stranger = PrivateKey::generate();
     ensure!(crate::derp_client::connect(addr, stranger.0).await.is_err(), "the DERP admitted an unknown node key");
-    // Register a node whose key this process holds, over a real Noise channel.
     let user = t.user("relay").await?;
-    let key = t.key(user, KeyOptions::default()).await?;
-    let node = PrivateKey::generate();
-    let mut channel = NoiseClient::connect(addr, &PrivateKey::generate()).await?;
-    let request =
-        format!(r#"{{"Version":130,"NodeKey":"{}","Auth":{{"AuthKey":"{}"}}}}"#, NodeKey(node.public()), key.key);
-    let answer = channel.post("/machine/register", request).await?;
-    ensure!(answer.status().is_success(), "registration answered {}", answer.status());
+    let key = t.key(user, KeyOptions { reusable: true, ..KeyOptions::default() }).await?;
+    let node = registered_node(&t, &key.key).await?;
     let mut conn = crate::derp_client::connect(addr, node.0).await.context("the DERP refused a registered node key")?;
-    // Deleting the node closes its open connection and refuses the key from then on.
+    // Expiring a node (as logging out does) closes its connection and refuses its key.
+    let lapsing = registered_node(&t, &key.key).await?;
+    let mut lapsing_conn =
+        crate::derp_client::connect(addr, lapsing.0).await.context("the DERP refused a registered node key")?;
     let listed = t.nodes().await?;
-    let id = listed.first().context("the registered node")?.id;
-    t.world().headscale(&["nodes", "delete", "-i", &id.to_string(), "--force"]).await?;
-    let mut sink = Vec::new();
-    let closed =
-        tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut sink)).await;
-    ensure!(closed.is_ok(), "the deleted node's DERP connection stayed open");
+    let id_of = |k: &PrivateKey| {
+        let text = NodeKey(k.public()).to_string();
+        listed.iter().find(|n| n.node_key == text).map(|n| n.id.to_string()).context("the registered node")
+    };
+    t.world().headscale(&["nodes", "expire", "-i", &id_of(&lapsing)?]).await?;
+    closed(&mut lapsing_conn, "an expired node").await?;
+    ensure!(crate::derp_client::connect(addr, lapsing.0).await.is_err(), "the DERP admitted an expired node key");
+    // Deleting the node closes its open connection and refuses the key from then on.
+    t.world().headscale(&["nodes", "delete", "-i", &id_of(&node)?, "--force"]).await?;
+    closed(&mut conn, "a deleted node").await?;
     ensure!(crate::derp_client::connect(addr, node.0).await.is_err(), "the DERP admitted a deleted node key");
     Ok(Verdict::Passed)
+}
+
+/// What `POST /verify` answers for `key`.
+async fn verify(t: &Tailnet, key: NodeKey) -> Result<bool> {
+    let body = format!(r#"{{"NodePublic":"{key}","Source":"192.0.2.1"}}"#);
+    let headers = [("Content-Type", "application/json")];
+    let a = crate::http::request(t.world().server_addr(), "POST", "/verify", &headers, &body).await?;
+    ensure!(a.status == 200, "POST /verify answered {}: {}", a.status, a.body);
+    let v: serde_json::Value = serde_json::from_str(&a.body).with_context(|| format!("the answer {}", a.body))?;
+    v["Allow"].as_bool().with_context(|| format!("/verify answered {v}"))
 }
 
 async fn derp_verify(t: Tailnet) -> Result<Verdict> {
     let user = t.user("verify").await?;
     let key = t.key(user, KeyOptions::default()).await?;
-    let node = PrivateKey::generate();
-    let mut channel = NoiseClient::connect(t.world().server_addr(), &PrivateKey::generate()).await?;
-    let request =
-        format!(r#"{{"Version":130,"NodeKey":"{}","Auth":{{"AuthKey":"{}"}}}}"#, NodeKey(node.public()), key.key);
-    ensure!(channel.post("/machine/register", request).await?.status().is_success(), "registration failed");
-    for (k, allow) in [(NodeKey(node.public()), true), (NodeKey(PrivateKey::generate().public()), false)] {
-        let body = format!(r#"{{"NodePublic":"{k}","Source":"192.0.2.1"}}"#);
-        let a = crate::http::request(
-            t.world().server_addr(),
-            "POST",
-            "/verify",
-            &[("Content-Type", "application/json")],
-            &body,
-        )
-        .await?;
-        ensure!(a.status == 200, "POST /verify answered {}: {}", a.status, a.body);
-        let v: serde_json::Value = serde_json::from_str(&a.body).with_context(|| format!("the answer {}", a.body))?;
-        ensure!(v["Allow"] == allow, "/verify for {k} answered {v}, expected Allow {allow}");
-    }
+    let node = NodeKey(registered_node(&t, &key.key).await?.public());
+    ensure!(verify(&t, node).await?, "/verify refused a registered node key");
+    ensure!(!verify(&t, NodeKey(PrivateKey::generate().public())).await?, "/verify allowed an unknown node key");
+    let id = t.nodes().await?.first().context("the registered node")?.id;
+    t.world().headscale(&["nodes", "expire", "-i", &id.to_string()]).await?;
+    ensure!(!verify(&t, node).await?, "/verify allowed an expired node key");
     Ok(Verdict::Passed)
 }
 
