@@ -387,8 +387,10 @@ async fn serve_connection(
 }
 
 /// Closes the DERP connections of node keys that no longer exist (deleted nodes, rotated
-/// keys) or have expired (expired or logged-out nodes), so admission holds for connections
-/// already open, not only for new ones.
+/// keys), so admission holds for connections already open, not only for new ones. A node
+/// whose key expires (or logs out) keeps a connection it has open, as with Headscale: closing
+/// it would only make the client redial into refusals and back off, and come back late
+/// when the admin lifts the expiry; a new connection is refused while it is expired.
 async fn evict_unknown_derp_clients(
     state: Arc<State>,
     derp: Arc<DerpServer>,
@@ -406,10 +408,10 @@ async fn evict_unknown_derp_clients(
             },
         };
         if relevant {
-            let (snap, now) = (state.snapshot(), chrono::Utc::now());
+            let snap = state.snapshot();
             for key in derp.connected_keys() {
-                if !snap.relay_admits(&NodeKey(key), now) && derp.disconnect(&key) {
-                    tracing::info!(node_key = %NodeKey(key), "closed the DERP connection of a removed or expired node key");
+                if snap.node_by_key(&NodeKey(key)).is_none() && derp.disconnect(&key) {
+                    tracing::info!(node_key = %NodeKey(key), "closed the DERP connection of a removed node key");
                 }
             }
         }

@@ -37,7 +37,7 @@ mod view;
 pub use alias::{Alias, AutoGroup, Role};
 pub use attrs::CapMap;
 pub use compiled::CompiledPolicy;
-pub use hujson::HujsonError;
+pub use hujson::{parse as parse_hujson, HujsonError};
 pub use ipset::IpRange;
 pub use parse::PolicyError;
 pub use resolve::NOT_INTERNET;

@@ -91,8 +91,8 @@ impl Snapshot {
         self.by_node_key.get(key).and_then(|id| self.nodes.get(id))
     }
 
-    /// Whether `key` may use the relay (the embedded DERP, or an external one asking
-    /// `/verify`): a registered node whose key has not expired (nor been logged out).
+    /// Whether `key` may open a relay connection (to the embedded DERP, or to an external one
+    /// asking `/verify`): a registered node whose key has not expired (nor been logged out).
     pub fn relay_admits(&self, key: &NodeKey, now: chrono::DateTime<chrono::Utc>) -> bool {
         self.node_by_key(key).is_some_and(|e| !e.node.is_expired(now))
     }
