@@ -47,17 +47,7 @@ fn signal_all(pids: &[i32], sig: i32) {
 }
 
 async fn go(server: &TestServer, dir: &Path, name: &str, authkey: String) -> Result<GoNode> {
-    GoNode::start(GoSpec {
-        control_url: server.url(),
-        hostname: name.into(),
-        authkey: Some(authkey),
-        tags: Vec::new(),
-        state_dir: dir.join(name),
-        log_file: dir.join(format!("{name}.log")),
-        ephemeral: false,
-        echo_port: ECHO_PORT,
-    })
-    .await
+    GoNode::start(GoSpec::in_dir(server.url(), dir, name, Some(authkey))).await
 }
 
 async fn status(node: &GoNode) -> Option<NodeStatus> {

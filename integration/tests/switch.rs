@@ -108,17 +108,7 @@ fn make_it_headscales(dir: &Path) -> Result<()> {
 }
 
 async fn go(server: &TestServer, dir: &Path, name: &str, authkey: Option<String>) -> Result<GoNode> {
-    GoNode::start(GoSpec {
-        control_url: server.url(),
-        hostname: name.into(),
-        authkey,
-        tags: Vec::new(),
-        state_dir: dir.join(name),
-        log_file: dir.join(format!("{name}.log")),
-        ephemeral: false,
-        echo_port: ECHO_PORT,
-    })
-    .await
+    GoNode::start(GoSpec::in_dir(server.url(), dir, name, authkey)).await
 }
 
 async fn joined(node: &GoNode) -> Result<NodeStatus> {

@@ -55,6 +55,23 @@ pub struct GoSpec {
     pub echo_port: u16,
 }
 
+impl GoSpec {
+    /// A node named `name` that keeps its state in `dir/name` and its log in `dir/name.log`,
+    /// asks for no tags, is not ephemeral and echoes on [`crate::scenario::ECHO_PORT`].
+    pub fn in_dir(control_url: url::Url, dir: &std::path::Path, name: &str, authkey: Option<String>) -> GoSpec {
+        GoSpec {
+            control_url,
+            hostname: name.into(),
+            authkey,
+            tags: Vec::new(),
+            state_dir: dir.join(name),
+            log_file: dir.join(format!("{name}.log")),
+            ephemeral: false,
+            echo_port: crate::scenario::ECHO_PORT,
+        }
+    }
+}
+
 /// How long the client may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
