@@ -54,14 +54,19 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// The soft limit on open files now in force, if it can be read.
+pub fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is given, which lives for the call.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
 /// The connection slots all listeners share and how many there are, sized from the
 /// file-descriptor limit when first used (after [`raise_fd_limit`] at start).
 fn slots() -> &'static (Arc<Semaphore>, usize) {
     static SLOTS: OnceLock<(Arc<Semaphore>, usize)> = OnceLock::new();
     SLOTS.get_or_init(|| {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit writes into the struct it is given, which lives for the call.
-        let fds = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
+        let fds = open_file_limit().unwrap_or(1024);
         let n = fds.saturating_sub(RESERVED_FDS).clamp(16, Semaphore::MAX_PERMITS as u64) as usize;
         (Arc::new(Semaphore::new(n)), n)
     })

@@ -61,10 +61,8 @@ pub fn expose(out: &mut Exposition) {
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         out.metric("process_open_fds", "gauge", "Open file descriptors.", &[("", fds.count() as u64)]);
     }
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct it is given, which lives for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        out.metric("process_max_fds", "gauge", "The open file descriptor limit.", &[("", limit.rlim_cur)]);
+    if let Some(limit) = crate::listen::open_file_limit() {
+        out.metric("process_max_fds", "gauge", "The open file descriptor limit.", &[("", limit)]);
     }
 }
 

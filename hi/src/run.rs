@@ -100,12 +100,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let clients = if args.clients.is_empty() { ClientKind::ALL.to_vec() } else { args.clients.clone() };
     let runs: Vec<(&Scenario, ClientKind)> =
         chosen.iter().flat_map(|s| clients.iter().map(move |c| (*s, *c))).collect();
-    let engine = match (args.postgres, args.installed) {
-        (true, false) => "postgres",
-        (false, false) => "sqlite",
-        (true, true) => "postgres, installed",
-        (false, true) => "sqlite, installed",
-    };
+    let engine = format!(
+        "{}{}",
+        if args.postgres { "postgres" } else { "sqlite" },
+        if args.installed { ", installed" } else { "" }
+    );
     let mut rows = Vec::new();
     for (i, (scenario, client)) in runs.iter().enumerate() {
         let started = chrono::Local::now();

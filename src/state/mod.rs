@@ -38,6 +38,9 @@ use crate::tailcfg::DerpMap;
 
 /// How long `/health` waits for the writers' path before it reports a failure.
 pub const HEALTH_WAIT: Duration = Duration::from_secs(5);
+/// How long one health check answers for: `/health` is open to anyone, and each check
+/// queues behind the writes, so checks asked for together share one, at most one a second.
+pub const HEALTH_FRESH: Duration = Duration::from_secs(1);
 
 /// A write was refused or failed; the message says which and why.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +117,8 @@ pub struct State {
     runtime: runtime::RuntimeQueue,
     /// Woken when added nodes make the compiled policy stale (`catch_up_policy`).
     policy_stale: Arc<tokio::sync::Notify>,
+    /// The last health check and when it ended; callers queue here while one runs.
+    health: Mutex<Option<(tokio::time::Instant, bool)>>,
 }
 
 /// How many published change sets a slow session may fall behind before it re-syncs.
@@ -147,6 +152,7 @@ impl State {
             pending: PendingRegistrations::new(Duration::from_secs(15 * 60), 1024),
             runtime: Default::default(),
             policy_stale: Default::default(),
+            health: Mutex::new(None),
         });
         state.spawn_reported_writer();
         tokio::spawn(state.clone().catch_up_policy());
@@ -174,12 +180,21 @@ impl State {
     /// after the writes queued before it, within [`HEALTH_WAIT`]. A writer stuck on the
     /// database (a paused or unreachable PostgreSQL) makes this false although another
     /// connection might still answer.
+    /// Checks asked for while one runs, or within [`HEALTH_FRESH`] of it, get its answer.
     pub async fn database_ok(&self) -> bool {
+        let mut last = self.health.lock().await;
+        if let Some((at, ok)) = *last {
+            if at.elapsed() < HEALTH_FRESH {
+                return ok;
+            }
+        }
         let check = async {
             let _w = self.writer.lock().await;
             self.db.run(|db| Ok(db.ping())).await.unwrap_or(false)
         };
-        tokio::time::timeout(HEALTH_WAIT, check).await.unwrap_or(false)
+        let ok = tokio::time::timeout(HEALTH_WAIT, check).await.unwrap_or(false);
+        *last = Some((tokio::time::Instant::now(), ok));
+        ok
     }
 
     /// Puts `map` in force as the DERP map clients are told; connected clients get it in
